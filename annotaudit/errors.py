@@ -1,0 +1,27 @@
+"""Errors that point a user at the exact place of bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad input, located by file and line or by item id, so the user can go and fix it."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None, item: str | None = None):
+        self.message, self.path, self.line, self.item = message, path, line, item
+        where = ""
+        if path is not None:
+            where = f"{path}:{line}: " if line is not None else f"{path}: "
+        if item is not None:
+            where += f"item {item}: "
+        super().__init__(where + message)
+
+
+def safe_path(root: str | Path, relative: str | Path) -> Path:
+    """Join a dataset-relative path to its root, refusing any path that escapes the root."""
+    base = Path(root).resolve()
+    candidate = (base / relative).resolve()
+    if candidate != base and base not in candidate.parents:
+        raise InputError(f"path {str(relative)!r} escapes the dataset root {base}")
+    return candidate

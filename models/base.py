@@ -1,0 +1,115 @@
+"""The vocabulary every part of annotaudit shares: entries, requests, generations, loaded models."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+TEXT = "text"
+IMAGE_TEXT = "image+text"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """What the registry knows about a model: enough to load it and to prompt it right."""
+
+    name: str
+    backend: str
+    checkpoint: str
+    chat_template: str = "own"  # "own", or a built-in template name (see models.templates)
+    dtype: str = "auto"
+    modality: str = TEXT
+    trust_remote_code: bool = False
+    gguf_file: str | None = None
+    tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    source: str = "built-in"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GenerationConfig:
+    """Decoding settings. Greedy by default; `num_samples` > 1 needs sampling."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_samples: int = 1
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError("num_samples must be at least 1")
+        if self.num_samples > 1 and not self.do_sample:
+            raise ValueError("several samples per input need do_sample=True")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ImageLike = Image.Image | str | Path
+
+
+@dataclass
+class Request:
+    """One model input: a user message and an optional image (PIL image or file path)."""
+
+    prompt: str
+    image: ImageLike | None = None
+
+
+@dataclass
+class Generation:
+    """The outputs for one request: `num_samples` texts and how many tokens each one took."""
+
+    texts: list[str]
+    num_tokens: list[int]
+    prompt: str = ""  # the prompt as the model saw it, chat template applied
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+
+class LoadedModel(ABC):
+    """A model ready to answer. Every backend implements these two calls."""
+
+    entry: ModelEntry
+
+    @abstractmethod
+    def generate(self, requests: list[Request], config: GenerationConfig | None = None) -> list[Generation]:
+        """Generate for a batch of requests; batched with left padding."""
+
+    @abstractmethod
+    def score(self, requests: list[Request], continuations: list[list[str]]) -> list[list[float]]:
+        """Log-probability of each candidate continuation given its request (summed over tokens)."""
+
+    @abstractmethod
+    def render_prompt(self, prompt: str, has_image: bool) -> str:
+        """The prompt with the chat template applied, as the model will read it."""
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def accepts_images(self) -> bool:
+        return self.entry.modality == IMAGE_TEXT
+
+
+def load_image(image: ImageLike) -> Image.Image:
+    """Open an image as RGB; a missing file raises FileNotFoundError naming it."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    path = Path(image)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    with Image.open(path) as img:
+        return img.convert("RGB")
