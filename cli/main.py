@@ -30,21 +30,10 @@ USER_ERRORS = (InputError, ConfigMismatch, UnknownModel, FileNotFoundError)
 def _run(typer_app: typer.Typer) -> None:
     """Run an app; a user's mistake prints one clear line instead of a traceback."""
     try:
-        typer_app(standalone_mode=False)
+        typer_app()
     except USER_ERRORS as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         sys.exit(2)
-    except (typer.Exit, SystemExit) as exc:
-        sys.exit(getattr(exc, "exit_code", getattr(exc, "code", 0)))
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 def main() -> None:

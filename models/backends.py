@@ -128,10 +128,12 @@ class HFModel(LoadedModel):
             k = config.num_samples
             for j, i in enumerate(group):
                 rows = out[j * k : (j + 1) * k]
+                counts = [self._count_tokens(r) for r in rows]
                 results[i] = Generation(
                     texts=[self.tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows],
-                    num_tokens=[self._count_tokens(r) for r in rows],
+                    num_tokens=counts,
                     prompt=prompts[j],
+                    token_ids=[r[:n].tolist() for r, n in zip(rows, counts)],
                 )
         return results  # type: ignore[return-value]
 

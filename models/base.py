@@ -72,6 +72,7 @@ class Generation:
     texts: list[str]
     num_tokens: list[int]
     prompt: str = ""  # the prompt as the model saw it, chat template applied
+    token_ids: list[list[int]] = field(default_factory=list)  # generated ids, end-of-sequence included
 
     @property
     def text(self) -> str:

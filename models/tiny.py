@@ -186,7 +186,7 @@ def tiny_instructblip(out: str | Path, language_model: str = "llama", seed: int 
     else:
         text_config = T5Config(
             vocab_size=len(tok), d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, decoder_start_token_id=PAD_ID,
-            pad_token_id=PAD_ID, eos_token_id=EOS_ID, tie_word_embeddings=False,
+            pad_token_id=PAD_ID, eos_token_id=EOS_ID, tie_word_embeddings=False, initializer_factor=0.05,
         )
     cfg = InstructBlipConfig(
         vision_config=InstructBlipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8).to_dict(),
