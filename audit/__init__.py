@@ -1,0 +1,1 @@
+"""Hallucination audits of vision-language models: POPE (audit.pope) and CHAIR (audit.chair)."""
