@@ -1,0 +1,296 @@
+"""CHAIR: fidelity to the reference numbers, English and Italian object extraction, ground truth,
+caption formats, bad input, and `audit chair run` with a tiny LLaVA-NeXT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from annotaudit.errors import InputError
+from audit.chair import (
+    Problems,
+    build_ground_truth,
+    extract_objects,
+    load_ground_truth,
+    read_captions,
+    score_captions,
+    write_ground_truth,
+)
+from audit.chair_words import english_vocabulary, singularize
+from cli.main import app
+
+REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chair"
+needs_ref = pytest.mark.skipif(not (REF / "opera_llava-1.5_greedy.jsonl").is_file(), reason="shared reference data not present")
+runner = CliRunner()
+
+
+def cats(caption: str, **kw) -> list[str]:
+    return [c for _, c in extract_objects(caption, **kw)]
+
+
+# Fidelity ------------------------------------------------------------------------------------------
+
+@needs_ref
+def test_opera_llava_within_one_point_of_both_reference_rows():
+    truth = load_ground_truth(REF / "opera_500_objects.json")
+    metrics, details = score_captions(read_captions(REF / "opera_llava-1.5_greedy.jsonl"), truth)
+    assert metrics["n_captions"] == 500 and len(details) == 500
+    for chair_s, chair_i in ((45.0, 12.8), (44.8, 12.7)):  # pattern row, WordNet row
+        assert abs(100 * metrics["chair_s"] - chair_s) <= 1.0
+        assert abs(100 * metrics["chair_i"] - chair_i) <= 1.0
+    assert 3700 <= metrics["n_mentions"] <= 3800 and 460 <= metrics["n_hallucinated"] <= 500
+
+
+@needs_ref
+def test_fix_quirks_is_a_switch_that_counts_buses():
+    truth = load_ground_truth(REF / "opera_500_objects.json")
+    caps = read_captions(REF / "opera_llava-1.5_greedy.jsonl")
+    ref, _ = score_captions(caps, truth)
+    fixed, _ = score_captions(caps, truth, fix_quirks=True)
+    assert fixed["fix_quirks"] and not ref["fix_quirks"]
+    assert fixed["n_mentions"] > ref["n_mentions"]  # every singular "bus" is found
+
+
+@needs_ref
+def test_english_table_names_the_same_objects_as_the_reference_list():
+    ref = {}
+    for line in (REF / "synonyms.txt").read_text().splitlines():
+        words = line.strip().split(", ")
+        for w in words:
+            if w == w.strip() and w == w.lower():  # entries with a leading space or capitals never match
+                ref[w] = words[0]
+    assert english_vocabulary() == ref
+
+
+# English extraction --------------------------------------------------------------------------------
+
+def test_two_word_phrases_are_merged_before_matching():
+    assert cats("A hot dog, two teddy bears, a stop sign and a traffic light.") == ["hot dog", "teddy bear", "stop sign", "traffic light"]
+    assert cats("A baby elephant beside an adult giraffe.") == ["elephant", "giraffe"]  # not person
+    assert cats("A passenger train next to a passenger jet.") == ["train", "airplane"]
+    assert cats("A man wears a bow tie.") == ["person", "tie"]
+    assert cats("The toilet seat is up.") == ["toilet"]
+    assert cats("A toilet with its seat open.") == ["toilet"]  # seat is no chair beside a toilet
+    assert cats("A chair with a soft seat.") == ["chair", "chair"]
+    assert cats("Train tracks near home plate.") == []  # neither is a train
+
+
+def test_plurals_are_singularized_like_the_reference():
+    assert cats("Women, children and people with knives, mice and geese.") == ["person", "person", "person", "knife", "mouse", "bird"]
+    assert singularize("buses") == "bus" and singularize("glasses") == "glass"
+    assert singularize("bus") == "bu" and singularize("bus", fix_quirks=True) == "bus"
+    assert cats("A red bus and two wine glasses.") == ["wine glass"]  # the reference misses the singular bus
+    assert cats("A red bus and two wine glasses.", fix_quirks=True) == ["bus", "wine glass"]
+    assert cats("Two buses.") == ["bus"]
+
+
+def test_mentions_keep_the_caption_words_and_repeats():
+    assert extract_objects("A dog chases another dog; the puppies watch.") == [("dog", "dog"), ("dog", "dog"), ("puppies", "dog")]
+
+
+# Italian -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "caption, expected",
+    [
+        ("Un orsacchiotto accanto a un idrante e a un semaforo.", ["teddy bear", "fire hydrant", "traffic light"]),
+        ("Due ragazze giocano con una mazza da baseball e un guantone da baseball.", ["person", "baseball bat", "baseball glove"]),
+        ("Una tavola da surf appoggiata al tavolo della cucina.", ["surfboard", "dining table"]),
+        ("Un cucciolo di elefante e due elefanti adulti vicino alle giraffe.", ["elephant", "elephant", "giraffe"]),
+        ("Sul divano c'è una macchina fotografica; fuori un'auto arancione.", ["couch", "car"]),  # a camera is no car; arancione is no orange
+        ("In bagno: la tazza del water, il lavandino e uno spazzolino da denti.", ["toilet", "sink", "toothbrush"]),
+        ("Dei gabbiani volano sopra le barche a vela e un traghetto.", ["bird", "boat", "boat"]),  # gabbiani via simplemma
+        ("Una donna con l'ombrello parla al cellulare vicino a una pianta in vaso.", ["person", "umbrella", "cell phone", "potted plant"]),
+        ("Un forno a microonde sopra il forno, e un orologio da polso.", ["microwave", "oven"]),
+        ("Tre arance e una mela in una ciotola.", ["orange", "apple", "bowl"]),
+    ],
+)
+def test_italian_objects(caption, expected):
+    assert cats(caption, language="it") == expected
+
+
+def test_italian_captions_are_scored_against_coco_ground_truth(tmp_path):
+    truth = {1: {"person", "dog", "bench"}, 2: {"pizza", "dining table"}}
+    captions = tmp_path / "it.jsonl"
+    captions.write_text(
+        json.dumps({"image_id": 1, "caption": "Un uomo seduto su una panchina accarezza il suo cane."}) + "\n"
+        + json.dumps({"image_id": 2, "caption": "Una pizza sul tavolo accanto a un bicchiere da vino e una forchetta."}) + "\n",
+        encoding="utf-8",
+    )
+    metrics, details = score_captions(read_captions(captions), truth, language="it")
+    assert metrics["n_mentions"] == 7 and metrics["n_hallucinated"] == 2
+    assert metrics["chair_s"] == 0.5 and metrics["chair_i"] == pytest.approx(2 / 7)
+    assert metrics["recall"] == pytest.approx(5 / 5)
+    assert details[1]["hallucinated"] == [["bicchiere da vino", "wine glass"], ["forchetta", "fork"]]
+
+
+# Ground truth --------------------------------------------------------------------------------------
+
+def _coco(tmp_path: Path) -> tuple[Path, Path]:
+    inst = {
+        "images": [{"id": 1}, {"id": 2}, {"id": 3}],
+        "categories": [{"id": 18, "name": "dog"}, {"id": 1, "name": "person"}, {"id": 62, "name": "chair"}],
+        "annotations": [{"id": 10, "image_id": 1, "category_id": 18}, {"id": 11, "image_id": 2, "category_id": 1}, {"id": 12, "image_id": 2, "category_id": 62}],
+    }
+    caps = {"annotations": [{"image_id": 1, "caption": "A puppy on a sofa."}, {"image_id": 2, "caption": "A man on a chair."}]}
+    (tmp_path / "instances.json").write_text(json.dumps(inst))
+    (tmp_path / "captions.json").write_text(json.dumps(caps))
+    return tmp_path / "instances.json", tmp_path / "captions.json"
+
+
+def test_ground_truth_joins_instances_and_caption_objects(tmp_path):
+    inst, caps = _coco(tmp_path)
+    truth = build_ground_truth([inst], [caps])
+    assert truth == {1: {"dog", "couch"}, 2: {"person", "chair"}, 3: set()}
+    assert build_ground_truth(inst, []) == {1: {"dog"}, 2: {"person", "chair"}, 3: set()}
+    gt = write_ground_truth(truth, tmp_path / "gt.json")
+    assert load_ground_truth(gt) == truth
+
+
+def test_ground_truth_bad_category_names_the_file_and_item(tmp_path):
+    inst, _ = _coco(tmp_path)
+    data = json.loads(inst.read_text())
+    data["annotations"].append({"id": 99, "image_id": 1, "category_id": 5})
+    inst.write_text(json.dumps(data))
+    with pytest.raises(InputError, match=r"instances.json: item 99"):
+        build_ground_truth([inst])
+    (tmp_path / "gt.json").write_text(json.dumps({"1": ["dog", "unicorn"]}))
+    with pytest.raises(InputError, match=r"gt.json: item 1: not COCO categories: unicorn"):
+        load_ground_truth(tmp_path / "gt.json")
+
+
+def test_build_gt_command(tmp_path):
+    inst, caps = _coco(tmp_path)
+    out = tmp_path / "gt.json"
+    res = runner.invoke(app, ["audit", "chair", "build-gt", "--instances", str(inst), "--captions", str(caps), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text()) == {"1": ["couch", "dog"], "2": ["chair", "person"], "3": []}
+
+
+# Caption formats and bad input ---------------------------------------------------------------------
+
+@pytest.fixture
+def gt(tmp_path) -> Path:
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps({"1": ["dog", "person"], "2": ["cat"], "310196": ["snowboard", "person"]}))
+    return path
+
+
+def test_score_json_list_and_pope_style_with_image_map(tmp_path, gt):
+    listed = tmp_path / "results.json"
+    listed.write_text(json.dumps([{"image_id": 1, "caption": "A man and his dog."}, {"image_id": "2", "caption": "A cat on a bed."}]))
+    res = runner.invoke(app, ["audit", "chair", "score", "--captions", str(listed), "--ground-truth", str(gt), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert (m["n_captions"], m["n_mentions"], m["n_hallucinated"], m["chair_s"]) == (2, 4, 1, 0.5)
+    assert m["mean_length"] == pytest.approx(5.0)
+    details = [json.loads(x) for x in (tmp_path / "a" / "details.jsonl").read_text().splitlines()]
+    assert details[1]["hallucinated"] == [["bed", "bed"]] and details[1]["ground_truth"] == ["cat"]
+    assert (tmp_path / "a" / "report.html").is_file()
+
+    pope = tmp_path / "answers.jsonl"
+    pope.write_text('{"question_id": 7, "text": "A snowboarder with a snowboard and a dog."}\n')
+    qmap = tmp_path / "questions.jsonl"
+    qmap.write_text('{"question_id": 7, "image": "COCO_val2014_000000310196.jpg", "text": "Describe."}\n')
+    res = runner.invoke(app, ["audit", "chair", "score", "--captions", str(pope), "--image-map", str(qmap), "--ground-truth", str(gt), "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert (m["n_captions"], m["n_mentions"], m["n_hallucinated"]) == (1, 3, 1)
+
+
+def _bad_file(tmp_path: Path) -> Path:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"image_id": 1, "caption": "A dog."}\n'
+        '{"image_id": 1, "caption": "A cat\n'  # malformed: line 2
+        '{"image_id": 999, "caption": "A dog."}\n'  # unknown image: line 3
+        '{"image_id": 2, "caption": "   "}\n'  # empty caption: line 4
+    )
+    return bad
+
+
+def test_bad_lines_are_reported_with_their_line_and_skipped(tmp_path, gt):
+    problems = Problems()
+    caps = read_captions(_bad_file(tmp_path), problems=problems)
+    metrics, _ = score_captions(caps, load_ground_truth(gt), problems=problems, source="bad.jsonl")
+    msgs = problems.messages()
+    assert any("bad.jsonl:2: malformed JSON line" in m for m in msgs)
+    assert any("bad.jsonl:3: image id 999 is not in the ground truth" in m for m in msgs)
+    assert any("bad.jsonl:4: empty caption" in m for m in msgs)
+    assert metrics["n_captions"] == 2  # the good line and the empty caption, which names nothing
+
+
+def test_strict_mode_is_fatal_and_leaves_earlier_results_alone(tmp_path, gt):
+    out = tmp_path / "out"
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"image_id": 1, "caption": "A dog."}\n')
+    assert runner.invoke(app, ["audit", "chair", "score", "--captions", str(good), "--ground-truth", str(gt), "--out", str(out)]).exit_code == 0
+    before = (out / "metrics.json").read_text()
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli.main", "audit", "chair", "score", "--captions", str(_bad_file(tmp_path)), "--ground-truth", str(gt), "--out", str(out), "--strict"],
+        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 2
+    assert "bad.jsonl:2: malformed JSON line" in proc.stderr and "Traceback" not in proc.stderr
+    assert (out / "metrics.json").read_text() == before
+
+
+# audit chair run -----------------------------------------------------------------------------------
+
+def test_run_with_tiny_llava_next_scores_per_prompt_and_resumes(tmp_path, tiny):
+    images = tmp_path / "val2014"
+    images.mkdir()
+    colours = {139: (200, 30, 30), 285: (30, 200, 30), 632: (30, 30, 200)}
+    for image_id, colour in colours.items():
+        Image.new("RGB", (48, 40), colour).save(images / f"COCO_val2014_{image_id:012d}.jpg")
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"139": ["person", "tv"], "285": ["bear"], "632": ["bed", "book"], "7": ["cat"]}))
+    out = tmp_path / "run"
+    args = [
+        "audit", "chair", "run", "--model", f"hf:{tiny('llava_next')}", "--images", str(images), "--sample", "3", "--seed", "1",
+        "--prompt-set", "I1,I2", "--max-new-tokens", "6", "--batch-size", "2", "--ground-truth", str(gt), "--out", str(out),
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    records = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+    assert sorted((r["prompt_id"], r["image_id"]) for r in records) == sorted((p, i) for p in ("I1", "I2") for i in colours)
+    assert {r["prompt"] for r in records} == {"Generate a short caption of the image.", "Provide a brief description of the given image."}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_captions"] == 6 and set(metrics["by_prompt"]) == {"I1", "I2"}
+    assert all(m["n_captions"] == 3 for m in metrics["by_prompt"].values())
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["config"]["prompts"]["I1"] == "Generate a short caption of the image." and manifest["sessions"]
+
+    # Stop mid-way: two whole records and a torn third remain; the rerun regenerates the rest, identically.
+    lines = (out / "captions.jsonl").read_text().splitlines(keepends=True)
+    (out / "captions.jsonl").write_text("".join(lines[:2]) + lines[2][:15])
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    again = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+    assert again[:2] == records[:2]
+    assert sorted(again, key=lambda r: r["id"]) == sorted(records, key=lambda r: r["id"])
+    assert json.loads((out / "run.json").read_text())["sessions"][-1]["generated"] == 4
+
+    # Scoring the run's output file gives the same numbers.
+    res = runner.invoke(app, ["audit", "chair", "score", "--captions", str(out / "captions.jsonl"), "--ground-truth", str(gt), "--out", str(tmp_path / "rescore")])
+    assert res.exit_code == 0, res.output
+    rescored = json.loads((tmp_path / "rescore" / "metrics.json").read_text())
+    assert rescored["by_prompt"] == metrics["by_prompt"]
+
+
+def test_run_rejects_unknown_image_ids_with_their_line(tmp_path):
+    from audit.chair_run import choose_images
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("139\nCOCO_val2014_000000000285.jpg\n4242\n")
+    index = {139: tmp_path / "a.jpg", 285: tmp_path / "b.jpg"}
+    with pytest.raises(InputError, match=r"ids.txt:3: image 4242 is not in the image folder"):
+        choose_images(index, {139: set(), 285: set()}, ids)
+    ids.write_text("139\n285\n")
+    assert choose_images(index, {139: set(), 285: set()}, ids) == [139, 285]
