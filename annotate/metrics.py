@@ -1,0 +1,93 @@
+"""Answer rate, accuracy, F1, Cohen's kappa and AUROC of an annotator against human labels."""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from typing import Any
+
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.preprocessing import MultiLabelBinarizer
+
+from .tasks import NOANSWER, Task
+
+
+def _auroc(records: list[dict[str, Any]], task: Task) -> float | None:
+    """Binary tasks: the positive label's probability; multi-class: one-vs-rest macro AUROC."""
+    rows = [r for r in records if r.get("scores")]
+    if len(rows) < 2 or len({r["human_label"] for r in rows}) < 2:
+        return None
+    try:
+        if len(task.labels) == 2:
+            pos = task.positive or task.labels[0]
+            return float(roc_auc_score([r["human_label"] == pos for r in rows], [r["scores"].get(pos, 0.0) for r in rows]))
+        probs = [[r["scores"].get(lab, 0.0) for lab in task.labels] for r in rows]
+        norm = [[p / (sum(ps) or 1.0) for p in ps] for ps in probs]
+        return float(roc_auc_score([r["human_label"] for r in rows], norm, multi_class="ovr", labels=task.labels))
+    except ValueError:
+        return None
+
+
+def _single(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    truth = [r["human_label"] for r in records]
+    pred = [r["label"] for r in records]
+    answered = [(t, p) for t, p in zip(truth, pred) if p != NOANSWER]
+    prec, rec, f1, support = precision_recall_fscore_support(truth, pred, labels=task.labels, zero_division=0)
+    out = {
+        "accuracy_answered": accuracy_score(*zip(*answered)) if answered else None,
+        "accuracy_all": accuracy_score(truth, pred),
+        "macro_f1": float(f1_score(truth, pred, labels=task.labels, average="macro", zero_division=0)),
+        "kappa": _kappa(truth, pred),
+        "per_class": {lab: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for lab, p, r, f, s in zip(task.labels, prec, rec, f1, support)},
+        "auroc": _auroc(records, task),
+    }
+    return out
+
+
+def _kappa(a: list[Any], b: list[Any]) -> float | None:
+    """Cohen's kappa, NOANSWER a category of its own; None when it is undefined."""
+    if len(a) < 2:
+        return None
+    with warnings.catch_warnings():  # one shared label makes kappa undefined: reported as None
+        warnings.simplefilter("ignore")
+        k = cohen_kappa_score([str(x) for x in a], [str(x) for x in b])
+    return None if k != k else float(k)
+
+
+def _multi(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    mlb = MultiLabelBinarizer(classes=task.labels)
+    truth = mlb.fit_transform([r["human_label"] for r in records])
+    pred = mlb.transform([[] if r["label"] == NOANSWER else r["label"] for r in records])
+    prec, rec, f1, support = precision_recall_fscore_support(truth, pred, zero_division=0)
+    answered = [i for i, r in enumerate(records) if r["label"] != NOANSWER]
+    return {
+        "accuracy_answered": float(accuracy_score(truth[answered], pred[answered])) if answered else None,
+        "accuracy_all": float(accuracy_score(truth, pred)),
+        "macro_f1": float(f1_score(truth, pred, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0)),
+        "samples_f1": float(f1_score(truth, pred, average="samples", zero_division=0)),
+        "per_class": {lab: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                      for lab, p, r, f, s in zip(task.labels, prec, rec, f1, support)},
+    }
+
+
+def compute(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    """Metrics over all predictions; accuracy over answered items and over all (NOANSWER is wrong)."""
+    n = len(records)
+    answered = sum(bool(r["answered"]) for r in records)
+    out: dict[str, Any] = {
+        "task": task.name, "n": n, "answered": answered, "answer_rate": answered / n if n else None,
+        "judged": sum(bool(r.get("judged")) for r in records),
+    }
+    labeled = [r for r in records if r.get("human_label") not in (None, [])]
+    out["n_labeled"] = len(labeled)
+    if labeled:
+        out.update(_multi(labeled, task) if task.multi_label else _single(labeled, task))
+    languages = defaultdict(list)
+    for r in records:
+        if r.get("language"):
+            languages[r["language"]].append(r)
+    if len(languages) > 1 or (languages and task.dataset == "xnli"):
+        out["per_language"] = {lang: compute([{**r, "language": None} for r in rs], task) for lang, rs in sorted(languages.items())}
+    return out
