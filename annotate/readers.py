@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from annotaudit.errors import InputError, safe_path
+from annotaudit.errors import InputError, iter_jsonl, safe_path
 
 HATEFUL, NOT_HATEFUL = "hateful", "not_hateful"
 HATEFUL_MEMES_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
@@ -83,19 +83,7 @@ def _unique(items: Iterable[tuple[Item, Path, int | None]], report: _Collector) 
 
 
 def _jsonl(path: Path, report: _Collector) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as fh:
-        for n, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                report(InputError(f"malformed JSON ({exc.msg} at column {exc.colno})", path=path, line=n))
-                continue
-            if not isinstance(rec, dict):
-                report(InputError("expected a JSON object", path=path, line=n))
-                continue
-            yield n, rec
+    return iter_jsonl(path, on_error=report)
 
 
 # Hateful Memes ------------------------------------------------------------------------------

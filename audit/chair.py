@@ -19,7 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from annotaudit.errors import InputError
+from annotaudit.errors import InputError, iter_jsonl
 from annotaudit.runs import write_json
 
 from . import chair_words as W
@@ -253,14 +253,9 @@ def _records(path: Path) -> list[tuple[int, Any]]:
             return [(k + 1, r) for k, r in enumerate(json.loads(text))]
         except json.JSONDecodeError as exc:
             raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            out.append((n, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            out.append((n, InputError(f"malformed JSON line ({exc.msg})", path=path, line=n)))
+    out: list[tuple[int, Any]] = []
+    for n, rec in iter_jsonl(path, on_error=lambda err: out.append((err.line, err))):
+        out.append((n, rec))
     return out
 
 

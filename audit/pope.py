@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from annotaudit.errors import InputError
+from annotaudit.errors import InputError, iter_jsonl
 
 SETTINGS = ("random", "popular", "adversarial")
 LANGUAGES = ("en", "it")
@@ -118,21 +118,7 @@ def parse_question(text: str) -> tuple[str, str] | None:
 
 def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, record) of each non-blank line; CRLF and a UTF-8 BOM are fine."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path=path)
-    out = []
-    with open(path, encoding="utf-8-sig", newline=None) as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"not valid JSON ({exc.msg})", path=path, line=n) from None
-            if not isinstance(rec, dict):
-                raise InputError("each line must be a JSON object", path=path, line=n)
-            out.append((n, rec))
+    out = list(iter_jsonl(path))
     if not out:
         raise InputError("no records", path=path)
     return out

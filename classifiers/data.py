@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from annotate import readers
-from annotaudit.errors import InputError
+from annotaudit.errors import InputError, iter_jsonl
 
 NOANSWER = "NOANSWER"
 
@@ -152,21 +152,14 @@ def read_llm_labels(task: TaskSpec, run_dir: str | Path) -> LLMLabels:
     if not path.is_file():
         raise FileNotFoundError(f"no annotate run at {run_dir}: {path} does not exist")
     labels: dict[str, str | tuple[str, ...]] = {}
-    with open(path, encoding="utf-8") as fh:
-        for n, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"malformed JSON ({exc.msg})", path=path, line=n) from None
-            if not isinstance(rec, dict) or "id" not in rec or "label" not in rec:
-                raise InputError("expected an object with 'id' and 'label'", path=path, line=n)
-            item = str(rec["id"])
-            if rec["label"] in (NOANSWER, None):
-                labels[item] = NOANSWER
-            else:
-                labels[item] = normalize_label(task, rec["label"], item, path, n)
+    for n, rec in iter_jsonl(path):
+        if "id" not in rec or "label" not in rec:
+            raise InputError("expected an object with 'id' and 'label'", path=path, line=n)
+        item = str(rec["id"])
+        if rec["label"] in (NOANSWER, None):
+            labels[item] = NOANSWER
+        else:
+            labels[item] = normalize_label(task, rec["label"], item, path, n)
     if not labels:
         raise InputError("no predictions", path=path)
     return LLMLabels(run_name(run_dir if run_dir.is_dir() else run_dir.parent), path, labels)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 from transformers import (
-    AutoConfig,
     AutoImageProcessor,
     AutoModelForCausalLM,
     AutoTokenizer,

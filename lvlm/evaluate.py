@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from annotaudit.errors import InputError, safe_path
+from annotaudit.errors import InputError, iter_jsonl, safe_path
 from annotaudit.report import Report
 from annotaudit.runs import RunDir, progress
 
@@ -42,14 +42,7 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         return frame.to_dict(orient="records")
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"not valid JSON: {exc.msg}", path=path, line=n) from None
-        return rows
+        return [rec for _, rec in iter_jsonl(path)]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

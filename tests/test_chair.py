@@ -220,7 +220,7 @@ def test_bad_lines_are_reported_with_their_line_and_skipped(tmp_path, gt):
     caps = read_captions(_bad_file(tmp_path), problems=problems)
     metrics, _ = score_captions(caps, load_ground_truth(gt), problems=problems, source="bad.jsonl")
     msgs = problems.messages()
-    assert any("bad.jsonl:2: malformed JSON line" in m for m in msgs)
+    assert any("bad.jsonl:2: malformed JSON" in m for m in msgs)
     assert any("bad.jsonl:3: image id 999 is not in the ground truth" in m for m in msgs)
     assert any("bad.jsonl:4: empty caption" in m for m in msgs)
     assert metrics["n_captions"] == 2  # the good line and the empty caption, which names nothing
@@ -237,7 +237,7 @@ def test_strict_mode_is_fatal_and_leaves_earlier_results_alone(tmp_path, gt):
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.returncode == 2
-    assert "bad.jsonl:2: malformed JSON line" in proc.stderr and "Traceback" not in proc.stderr
+    assert "bad.jsonl:2: malformed JSON" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "metrics.json").read_text() == before
 
 

@@ -121,7 +121,7 @@ def test_score_pairs_by_question_id_and_reports_bad_lines(tmp_path):
     a.write_text('{"question_id": 2, "text": "No."}\n{"question_id": 1, "text": "Yes"}\n')
     assert score_answers(q, a)["accuracy"] == 1.0
     a.write_text('{"question_id": 2, "text": "No."}\n{"question_id": 1, "text": "Yes"\n')
-    with pytest.raises(InputError, match=r"a.jsonl:2: not valid JSON"):
+    with pytest.raises(InputError, match=r"a.jsonl:2: malformed JSON"):
         score_answers(q, a)
     a.write_text('{"text": "No."}\n')
     with pytest.raises(InputError, match="1 answers for 2 questions"):
