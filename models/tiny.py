@@ -6,6 +6,8 @@ path a user's real checkpoint takes is the path these take. Weights are random u
 
 from __future__ import annotations
 
+import string
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -206,13 +208,23 @@ def tiny_t5(out: str | Path, seed: int = 0) -> Path:
 
 
 def train_wordpiece(corpus: Iterable[str] = (CORPUS,), vocab_size: int = 400) -> BertTokenizerFast:
-    """A BERT WordPiece tokenizer trained on the spot (lower-cased, like bert-base-uncased)."""
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"], show_progress=False)
-    tok.train_from_iterator(list(corpus), trainer=trainer)
+    """A BERT WordPiece tokenizer (lower-cased, like bert-base-uncased) whose vocabulary is counted from `corpus`.
+
+    The vocabulary is every character (ASCII ones always), as a word start and as a continuation, then the most frequent
+    words (ties alphabetical). Counting it ourselves keeps it identical from run to run, which the
+    tokenizers library's WordPiece trainer does not guarantee.
+    """
+    normalizer, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    counts: Counter[str] = Counter()
+    for text in corpus:
+        counts.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in counts for c in w} | set(string.ascii_lowercase + string.digits + string.punctuation))
+    words = [w for w, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = specials + chars + ["##" + c for c in chars]
+    vocab += words[: max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer, tok.decoder = normalizer, pre, decoders.WordPiece()
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
     )
