@@ -43,7 +43,7 @@ class DemoConfig:
     tower_scenes: int = 3000
     tower_steps: int = 3000
     pretrain_epochs: int = 1
-    finetune_epochs: int = 5
+    finetune_epochs: int = 4
     batch_size: int = 8
     lr_pretrain: float = 1e-3
     lr_finetune: float = 1e-3

@@ -354,37 +354,43 @@ def _false_statement(rng: random.Random, scene: Scene) -> tuple[str, str]:
     return rng.choice(absent), rng.choice(COLOURS)[0]
 
 
-def conversation(rng: random.Random, scene: Scene, lang: str, image: str) -> dict[str, Any]:
-    """A multi-turn LLaVA conversation, in random order: POPE-like presence questions (up to three
-    objects that are there and three that are not), a colour, count or statement question, and a description.
+def _record(rec_id: str, image: str, turns: list[tuple[str, str]]) -> dict[str, Any]:
+    convs = []
+    for k, (q, a) in enumerate(turns):
+        convs.append({"from": "human", "value": f"<image>\n{q}" if k == 0 else q})
+        convs.append({"from": "gpt", "value": a})
+    return {"id": rec_id, "image": image, "conversations": convs}
 
-    Presence comes first and in numbers because a small LLM trained from scratch otherwise learns the
-    language of the answers long before it learns to look at the picture (measured: POPE F1 stayed
-    near chance with two presence turns and long answers, and rose above 0.85 with six short ones)."""
+
+def conversations(rng: random.Random, scene: Scene, lang: str, image: str) -> list[dict[str, Any]]:
+    """Two LLaVA conversations about one picture.
+
+    The first asks POPE-like presence questions (up to three objects that are there, three that are
+    not) with short answers; the second asks for a description and one colour, count or statement
+    question, in random order. Presence gets a conversation of its own because a small LLM trained
+    from scratch otherwise learns the language of the answers long before it learns to look at the
+    picture (measured: POPE F1 stayed near chance with two long presence answers among other turns)."""
     present = scene.categories()
     absent = [n for n in NAMES if n not in present]
-    turns = [(presence_question(c, lang), presence_answer(True, lang)) for c in rng.sample(present, min(3, len(present)))]
-    turns += [(presence_question(c, lang), presence_answer(False, lang)) for c in rng.sample(absent, 3)]
-    kind = rng.random()
+    presence = [(presence_question(c, lang), presence_answer(True, lang)) for c in rng.sample(present, min(3, len(present)))]
+    presence += [(presence_question(c, lang), presence_answer(False, lang)) for c in rng.sample(absent, 3)]
+    rng.shuffle(presence)
     cat = rng.choice(present)
+    kind = rng.random()
     if kind < 0.3:
-        turns.append(colour_qa(cat, scene, lang))
+        other = colour_qa(cat, scene, lang)
     elif kind < 0.6:
-        turns.append(count_qa(cat, scene, lang))
+        other = count_qa(cat, scene, lang)
     else:
         if rng.random() < 0.5:
             text, truth = statement(cat, rng.choice(scene.colours(cat)), lang), True
         else:
             text, truth = statement(*_false_statement(rng, scene), lang), False
         q = STATEMENT_PROMPT.format(text=text) if lang == "en" else f"{text}\nLa frase qui sopra è vera per l'immagine? Rispondi sì o no."
-        turns.append((q, (YES[lang] if truth else "No") + "."))
-    turns.append((rng.choice(CAPTION_PROMPTS[lang]), captions(scene, lang)[0]))
-    rng.shuffle(turns)  # any question may come first, with the image, as it will at test time
-    convs = []
-    for k, (q, a) in enumerate(turns):
-        convs.append({"from": "human", "value": f"<image>\n{q}" if k == 0 else q})
-        convs.append({"from": "gpt", "value": a})
-    return {"id": f"{scene.id}-{lang}", "image": image, "conversations": convs}
+        other = (q, (YES[lang] if truth else "No") + ".")
+    describe = [other, (rng.choice(CAPTION_PROMPTS[lang]), captions(scene, lang)[0])]
+    rng.shuffle(describe)
+    return [_record(f"{scene.id}-{lang}-presence", image, presence), _record(f"{scene.id}-{lang}-describe", image, describe)]
 
 
 # writing -------------------------------------------------------------------------------------
@@ -488,7 +494,7 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
             for s in splits["train"]
         ]
         pretrain[lang] = _dump(root / f"llava/pretrain_{lang}.json", pre)
-        instruct[lang] = _dump(root / f"llava/instruct_{lang}.json", [conversation(lrng, s, lang, file_name(s.id)) for s in splits["train"]])
+        instruct[lang] = _dump(root / f"llava/instruct_{lang}.json", [c for s in splits["train"] for c in conversations(lrng, s, lang, file_name(s.id))])
     for key, files in (("pretrain", pretrain), ("instruct", instruct)):
         both = _interleave(*(json.loads(files[lang].read_text(encoding="utf-8")) for lang in ("en", "it")))
         files["both"] = _dump(root / f"llava/{key}.json", both)

@@ -95,7 +95,7 @@ def test_llava_files_and_conversation_balance(world):
     for lang in ("en", "it"):
         pre = json.loads(world.pretrain[lang].read_text())
         inst = json.loads(world.instruct[lang].read_text())
-        assert len(pre) == len(inst) == 40
+        assert len(pre) == 40 and len(inst) == 80  # a presence and a description conversation per picture
         for rec in pre + inst:
             assert (world.images / rec["image"]).is_file()
             conv = rec["conversations"]
@@ -106,7 +106,7 @@ def test_llava_files_and_conversation_balance(world):
         no = sum(t["value"].startswith("No") for r in inst for t in r["conversations"] if t["from"] == "gpt")
         assert abs(yes - no) <= 0.1 * (yes + no)
     both = json.loads(world.instruct["both"].read_text())
-    assert len(both) == 80 and len({r["id"] for r in both}) == 80
+    assert len(both) == 160 and len({r["id"] for r in both}) == 160
 
 
 def test_memes_task_reads_with_the_annotate_and_classifier_readers(world):
