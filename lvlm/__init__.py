@@ -4,23 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def build_lvlm(*args, **kwargs) -> Path:
-    from .build import build_lvlm as _build
-
-    return _build(*args, **kwargs)
-
-
-def train(*args, **kwargs) -> Path:
-    from .train import train as _train
-
-    return _train(*args, **kwargs)
-
-
-def evaluate(*args, **kwargs) -> dict:
-    from .evaluate import evaluate as _evaluate
-
-    return _evaluate(*args, **kwargs)
+# Imported eagerly: a lazy wrapper named like its submodule (train, evaluate) is replaced by the
+# submodule itself as soon as anything imports lvlm.train or lvlm.evaluate.
+from .build import build_lvlm
+from .evaluate import evaluate
+from .train import train
 
 
 def register_lvlm(name: str, path: str | Path, description: str = ""):
