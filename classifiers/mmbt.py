@@ -18,14 +18,10 @@ import torch
 from safetensors.torch import load_file, save_model
 from torch import nn
 
+from models.registry import COMPONENTS  # short names of the study's encoders
+
 # Pooled grid for N image embeddings, as in the original implementation (rows x columns).
 POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7, 1), 8: (4, 2), 9: (3, 3)}
-
-# Short names for the study's encoders (the registry's COMPONENTS hold the same ids).
-ENCODER_ALIASES = {
-    "bert-base-uncased": "google-bert/bert-base-uncased",
-    "resnet-152": "microsoft/resnet-152",
-}
 
 CONFIG_FILE = "classifier.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -177,7 +173,7 @@ class SequenceBuilder:
 
 def resolve_encoder(name: str) -> str:
     """A local path, a short alias (bert-base-uncased, resnet-152) or a hub id."""
-    return name if Path(name).exists() else ENCODER_ALIASES.get(name, name)
+    return name if Path(name).exists() else COMPONENTS.get(name, name)
 
 
 def load_encoders(text_encoder: str, image_encoder: str | None) -> tuple[nn.Module, Any, nn.Module | None, Any]:
