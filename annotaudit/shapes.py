@@ -33,20 +33,20 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-# COCO id, English name and plural, Italian name and plural, Italian gender.
-CATEGORIES: list[tuple[int, str, str, str, str, str]] = [
-    (10, "traffic light", "traffic lights", "semaforo", "semafori", "m"),
-    (13, "stop sign", "stop signs", "segnale di stop", "segnali di stop", "m"),
-    (28, "umbrella", "umbrellas", "ombrello", "ombrelli", "m"),
-    (38, "kite", "kites", "aquilone", "aquiloni", "m"),
-    (44, "bottle", "bottles", "bottiglia", "bottiglie", "f"),
-    (47, "cup", "cups", "tazza", "tazze", "f"),
-    (52, "banana", "bananas", "banana", "banane", "f"),
-    (59, "pizza", "pizzas", "pizza", "pizze", "f"),
-    (60, "donut", "donuts", "ciambella", "ciambelle", "f"),
-    (72, "tv", "tvs", "televisore", "televisori", "m"),
-    (84, "book", "books", "libro", "libri", "m"),
-    (85, "clock", "clocks", "orologio", "orologi", "m"),
+# COCO id, English name and plural; Italian forms come from audit's table of COCO categories.
+CATEGORIES: list[tuple[int, str, str]] = [
+    (10, "traffic light", "traffic lights"),
+    (13, "stop sign", "stop signs"),
+    (28, "umbrella", "umbrellas"),
+    (38, "kite", "kites"),
+    (44, "bottle", "bottles"),
+    (47, "cup", "cups"),
+    (52, "banana", "bananas"),
+    (59, "pizza", "pizzas"),
+    (60, "donut", "donuts"),
+    (72, "tv", "tvs"),
+    (84, "book", "books"),
+    (85, "clock", "clocks"),
 ]
 SUPERCATEGORY = {10: "outdoor", 13: "outdoor", 28: "accessory", 38: "sports", 44: "kitchen", 47: "kitchen", 52: "food", 59: "food", 60: "food", 72: "electronic", 84: "indoor", 85: "indoor"}
 NAMES = [c[1] for c in CATEGORIES]
@@ -243,10 +243,11 @@ def _article_en(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def _article_it(name: str, gender: str) -> str:
-    if gender == "f":
-        return "un'" if name[0] in "aeiou" else "una "
-    return "uno " if name[:2] in ("gn", "ps") or name[0] in "zxy" or (name[0] == "s" and name[1] not in "aeiou") else "un "
+def italian(category: str) -> dict[str, str]:
+    """Italian name, plural, gender and article of a category (audit/data/coco_categories_it.json)."""
+    from audit.pope import italian_table
+
+    return italian_table()[category]
 
 
 def phrase_en(category: str, colour: str | None, n: int = 1) -> str:
@@ -259,13 +260,12 @@ def phrase_en(category: str, colour: str | None, n: int = 1) -> str:
 
 def phrase_it(category: str, colour: str | None, n: int = 1) -> str:
     """'un aquilone rosso', 'due libri blu' (the adjective agrees with the noun)."""
-    c = BY_NAME[category]
-    gender = c[5]
-    noun = c[3] if n == 1 else c[4]
+    it = italian(category)
+    noun = it["it"] if n == 1 else it["plural"]
     if colour:
-        forms = COLOUR_IT[colour]
-        noun += " " + forms[(0 if gender == "m" else 1) + (2 if n > 1 else 0)]
-    return f"{_article_it(c[3], gender)}{noun}" if n == 1 else f"{NUM_IT[n]} {noun}"
+        noun += " " + COLOUR_IT[colour][(0 if it["gender"] == "m" else 1) + (2 if n > 1 else 0)]
+    art = it["article"]
+    return (art if art.endswith("'") else art + " ") + noun if n == 1 else f"{NUM_IT[n]} {noun}"
 
 
 def _groups(scene: Scene) -> list[tuple[str, str, int]]:
@@ -312,26 +312,26 @@ def colour_qa(category: str, scene: Scene, lang: str) -> tuple[str, str]:
     if lang == "en":
         q = f"What colour is the {category}?" if scene.count(category) == 1 else f"What colours are the {c[2]}?"
         return q, _join(cols, "and").capitalize() + "."
-    gender = c[5]
+    it = italian(category)
+    gender, name, plural = it["gender"], it["it"], it["plural"]
     if scene.count(category) == 1:
-        art = "l'" if c[3][0] in "aeiou" else ("il " if gender == "m" else "la ")
-        q = f"Di che colore è {art}{c[3]}?"
+        art = "l'" if name[0] in "aeiou" else ("il " if gender == "m" else "la ")
+        q = f"Di che colore è {art}{name}?"
     else:
-        art = "gli " if c[4][0] in "aeiou" else ("i " if gender == "m" else "le ")
-        q = f"Di che colore sono {art}{c[4]}?"
+        art = "gli " if plural[0] in "aeiou" else ("i " if gender == "m" else "le ")
+        q = f"Di che colore sono {art}{plural}?"
     idx = 0 if gender == "m" else 1
     return q, _join([COLOUR_IT[col][idx] for col in cols], "e").capitalize() + "."
 
 
 def count_qa(category: str, scene: Scene, lang: str) -> tuple[str, str]:
     n = scene.count(category)
-    c = BY_NAME[category]
     if lang == "en":
-        return f"How many {c[2]} are there in the image?", NUM_EN_WORD.get(n, str(n)) + "."
-    word = NUM_IT_WORD.get(n, str(n))
-    if n == 1:
-        word = "Uno" if c[5] == "m" else "Una"
-    return f"Quanti {c[4]} ci sono nell'immagine?" if c[5] == "m" else f"Quante {c[4]} ci sono nell'immagine?", word + "."
+        return f"How many {BY_NAME[category][2]} are there in the image?", NUM_EN_WORD.get(n, str(n)) + "."
+    it = italian(category)
+    masculine = it["gender"] == "m"
+    word = ("Uno" if masculine else "Una") if n == 1 else NUM_IT_WORD.get(n, str(n))
+    return f"{'Quanti' if masculine else 'Quante'} {it['plural']} ci sono nell'immagine?", word + "."
 
 
 STATEMENT_PROMPT = "{text}\nIs the sentence above true for the image? Answer yes or no."
@@ -537,7 +537,8 @@ def _meta(scenes: list[Scene], splits: dict[str, list[Scene]], seed: int, size: 
                 pairs[f"{a}|{b}"] += 1
     return {
         "seed": seed, "image_size": size, "splits": {k: [s.id for s in v] for k, v in splits.items()}, "n_memes": n_memes,
-        "categories": [{"id": c[0], "name": c[1], "plural": c[2], "it": c[3], "it_plural": c[4], "it_gender": c[5]} for c in CATEGORIES],
+        "categories": [{"id": i, "name": name, "plural": plural, "it": italian(name)["it"], "it_plural": italian(name)["plural"],
+                        "it_gender": italian(name)["gender"]} for i, name, plural in CATEGORIES],
         "colours": {c[0]: {"rgb": list(c[1]), "it": list(c[2])} for c in COLOURS},
         "themes": {k: {"objects": v[0], "background": list(v[1]), "weight": v[2]} for k, v in THEMES.items()},
         "train_frequency": dict(freq.most_common()), "train_co_occurrence": dict(pairs.most_common()),
