@@ -40,8 +40,9 @@ class DemoConfig:
     patch_size: int = 16
     llm_hidden: int = 128
     llm_layers: int = 4
-    tower_scenes: int = 3000
-    tower_steps: int = 3000
+    tower_scenes: int = 6000
+    tower_steps: int = 6000
+    llm_pretrain_steps: int = 600
     pretrain_epochs: int = 1
     finetune_epochs: int = 4
     batch_size: int = 8
@@ -55,7 +56,7 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(n_train=48, n_val=12, n_memes=40, tower_scenes=64, tower_steps=40, finetune_epochs=1, pope_images=6, chair_images=4, mmbt_epochs=1)
+        return cls(n_train=48, n_val=12, n_memes=40, tower_scenes=64, tower_steps=40, llm_pretrain_steps=10, finetune_epochs=1, pope_images=6, chair_images=4, mmbt_epochs=1)
 
 
 # models --------------------------------------------------------------------------------------
@@ -89,8 +90,8 @@ def pretrain_tower(out: Path, cfg: DemoConfig) -> Path:
 
     A real LLaVA starts from a pretrained CLIP; a random tower frozen in stage 1 leaves the projector
     nothing to read. So the tower learns multi-label presence from the features LLaVA reads (layer -2,
-    max-pooled over patches) on scenes of its own. Measured here (patch 8): 3,000 scenes and 3,000 steps give
-    about 0.97 per-object presence accuracy on held-out scenes; 800 scenes overfit at about 0.87."""
+    max-pooled over patches) on scenes of its own. Held-out per-object presence accuracy measured at patch 16:
+    0.93 with 3,000 scenes and steps, 0.98 with 6,000 (about 85 s), 0.99 with 10,000 scenes and 8,000 steps."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(cfg.seed)
@@ -143,11 +144,48 @@ def small_llm(out: Path, tokenizer, cfg: DemoConfig) -> Path:
     return out
 
 
+def pretrain_llm(llm_dir: Path, world: shapes.World, cfg: DemoConfig) -> Path:
+    """Teach the small Llama the world's language, text only, before it meets a picture.
+
+    A real LLaVA starts from a pretrained LLM, and stage 1 aligns the projector to what that LLM already
+    reads. A random frozen LLM gives stage 1 nothing to align to (its loss stays flat) and stage 2 must
+    then learn language and looking at once. Measured (POPE random F1, en/it, all else equal): 0.70/0.74
+    without this step, 0.72/0.81 after 200 steps, 0.90/0.89 after 600 (about 150 s)."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    torch.manual_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(llm_dir)
+    model = LlamaForCausalLM.from_pretrained(llm_dir)
+    ids: list[int] = []
+    for files in (world.pretrain, world.instruct):
+        for rec in json.loads(files["both"].read_text(encoding="utf-8")):
+            text = " ".join(t["value"].replace("<image>", "").strip() for t in rec["conversations"])
+            ids += [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    block = 128
+    blocks = torch.tensor(ids[: len(ids) // block * block]).view(-1, block)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=cfg.llm_pretrain_steps, pct_start=0.05)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    model.train()
+    with progress("LLM pretraining (text only)", cfg.llm_pretrain_steps) as advance:
+        for _ in range(cfg.llm_pretrain_steps):
+            batch = blocks[torch.randint(0, len(blocks), (32,), generator=gen)]
+            loss = model(input_ids=batch, labels=batch).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            advance()
+    model.save_pretrained(llm_dir)
+    write_json(llm_dir / "llm_pretraining.json", {"steps": cfg.llm_pretrain_steps, "blocks": len(blocks), "block_tokens": block, "final_loss": round(loss.item(), 4)})
+    return llm_dir
+
+
 def build_models(world: shapes.World, out: Path, cfg: DemoConfig) -> Path:
-    """Tower + tiny Llama -> LLaVA-NeXT through `lvlm build` (Mistral template, one 1x1 anyres pinpoint)."""
+    """Tower + small Llama (both pretrained on the world) -> LLaVA-NeXT through `lvlm build` (Mistral template, one anyres pinpoint)."""
     from lvlm import build_lvlm
     tower = pretrain_tower(out / "vision_tower", cfg)
-    llm = small_llm(out / "llm", world_tokenizer(world), cfg)
+    llm = pretrain_llm(small_llm(out / "llm", world_tokenizer(world), cfg), world, cfg)
     size = cfg.image_size
     return build_lvlm(tower, llm, out / "lvlm_untrained", template="mistral", pinpoints=[[size, size]])
 
