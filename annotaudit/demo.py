@@ -1,7 +1,7 @@
 """`annotaudit demo`: the main job end to end on a CPU, with nothing to download.
 
 Generates the shapes world, builds a small LLaVA-NeXT (a tiny CLIP tower pretrained on the world, a
-tiny Llama with a tokenizer trained on the world's words), audits it with POPE and CHAIR in English
+tiny Llama with a tokenizer trained on the world's words and pretrained on its text), audits it with POPE and CHAIR in English
 and Italian, trains both stages, audits it again, lets the trained LVLM and SmolLM2-135M annotate the
 world's image+text task, trains MMBT on human and on LLM labels, and writes one report.
 Every step calls the library, not the command line, and every step's run directory is kept.
