@@ -33,6 +33,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
+from audit.pope import italian_phrase, italian_table, question_text
+
 # COCO id, English name and plural; Italian forms come from audit's table of COCO categories.
 CATEGORIES: list[tuple[int, str, str]] = [
     (10, "traffic light", "traffic lights"),
@@ -245,8 +247,6 @@ def _article_en(word: str) -> str:
 
 def italian(category: str) -> dict[str, str]:
     """Italian name, plural, gender and article of a category (audit/data/coco_categories_it.json)."""
-    from audit.pope import italian_table
-
     return italian_table()[category]
 
 
@@ -264,8 +264,7 @@ def phrase_it(category: str, colour: str | None, n: int = 1) -> str:
     noun = it["it"] if n == 1 else it["plural"]
     if colour:
         noun += " " + COLOUR_IT[colour][(0 if it["gender"] == "m" else 1) + (2 if n > 1 else 0)]
-    art = it["article"]
-    return (art if art.endswith("'") else art + " ") + noun if n == 1 else f"{NUM_IT[n]} {noun}"
+    return italian_phrase(category, noun) if n == 1 else f"{NUM_IT[n]} {noun}"
 
 
 def _groups(scene: Scene) -> list[tuple[str, str, int]]:
@@ -296,8 +295,6 @@ CAPTION_PROMPTS = {
 
 def presence_question(category: str, lang: str) -> str:
     """POPE's own wording ("Is there a/an {object} in the image?", "C'è un/uno/una/un' {oggetto} nell'immagine?")."""
-    from audit.pope import question_text
-
     return question_text(category, lang)
 
 
@@ -537,8 +534,8 @@ def _meta(scenes: list[Scene], splits: dict[str, list[Scene]], seed: int, size: 
                 pairs[f"{a}|{b}"] += 1
     return {
         "seed": seed, "image_size": size, "splits": {k: [s.id for s in v] for k, v in splits.items()}, "n_memes": n_memes,
-        "categories": [{"id": i, "name": name, "plural": plural, "it": italian(name)["it"], "it_plural": italian(name)["plural"],
-                        "it_gender": italian(name)["gender"]} for i, name, plural in CATEGORIES],
+        "categories": [{"id": i, "name": name, "plural": plural, "it": it["it"], "it_plural": it["plural"], "it_gender": it["gender"]}
+                       for i, name, plural in CATEGORIES for it in [italian(name)]],
         "colours": {c[0]: {"rgb": list(c[1]), "it": list(c[2])} for c in COLOURS},
         "themes": {k: {"objects": v[0], "background": list(v[1]), "weight": v[2]} for k, v in THEMES.items()},
         "train_frequency": dict(freq.most_common()), "train_co_occurrence": dict(pairs.most_common()),

@@ -57,13 +57,14 @@ def italian_article(word: str, gender: str) -> str:
     return "uno" if _USO.match(word) else "un"
 
 
-def italian_phrase(obj: str) -> str:
-    """'un cane', 'uno zaino', "un'arancia" for a COCO category name."""
+def italian_phrase(obj: str, words: str | None = None) -> str:
+    """'un cane', 'uno zaino', "un'arancia" for a COCO category name; `words` replaces the bare noun
+    ('aquilone rosso') and keeps the noun's article."""
     entry = italian_table().get(obj)
     if entry is None:
         raise InputError(f"object {obj!r} is not in the Italian table of COCO categories (audit/data/coco_categories_it.json)")
-    art = entry["article"]
-    return f"{art}{entry['it']}" if art.endswith("'") else f"{art} {entry['it']}"
+    art, words = entry["article"], words or entry["it"]
+    return f"{art}{words}" if art.endswith("'") else f"{art} {words}"
 
 
 def english_phrase(obj: str) -> str:
