@@ -75,6 +75,11 @@ THEMES: dict[str, tuple[list[str], tuple[int, int, int], float]] = {
     "park": (["kite", "umbrella", "bottle", "banana"], (232, 247, 232), 0.20),
 }
 OFF_THEME_WEIGHT = 0.06
+# Presence questions about absent objects favour rare ones (weight 1 / train frequency ** NEGATIVE_SKEW), so a
+# frequent object is more often a "yes" in training, the language prior that POPE's popular setting probes.
+# Measured after training (POPE F1 en / it): skew 0 gave random 0.94 / 0.90 and popular 0.94 / 0.94; skew 1 gave
+# random 0.94 / 0.95, popular 0.90 / 0.94, adversarial 0.90 / 0.94; skew 2 gave random 0.94 / 0.93, popular 0.93 / 0.92.
+NEGATIVE_SKEW = 1.0
 
 NUM_EN = {1: "a", 2: "two", 3: "three", 4: "four"}
 NUM_EN_WORD = {1: "One", 2: "Two", 3: "Three", 4: "Four"}
@@ -359,7 +364,15 @@ def _record(rec_id: str, image: str, turns: list[tuple[str, str]]) -> dict[str, 
     return {"id": rec_id, "image": image, "conversations": convs}
 
 
-def conversations(rng: random.Random, scene: Scene, lang: str, image: str) -> list[dict[str, Any]]:
+def _weighted_sample(rng: random.Random, items: list[str], weights: dict[str, float], k: int) -> list[str]:
+    """k distinct items, each draw in proportion to its weight among those left."""
+    left, picked = list(items), []
+    for _ in range(min(k, len(left))):
+        picked.append(left.pop(rng.choices(range(len(left)), weights=[weights[x] for x in left], k=1)[0]))
+    return picked
+
+
+def conversations(rng: random.Random, scene: Scene, lang: str, image: str, negative_weights: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Two LLaVA conversations about one picture.
 
     The first asks POPE-like presence questions (up to three objects that are there, three that are
@@ -370,7 +383,8 @@ def conversations(rng: random.Random, scene: Scene, lang: str, image: str) -> li
     present = scene.categories()
     absent = [n for n in NAMES if n not in present]
     presence = [(presence_question(c, lang), presence_answer(True, lang)) for c in rng.sample(present, min(3, len(present)))]
-    presence += [(presence_question(c, lang), presence_answer(False, lang)) for c in rng.sample(absent, 3)]
+    weights = negative_weights or dict.fromkeys(NAMES, 1.0)
+    presence += [(presence_question(c, lang), presence_answer(False, lang)) for c in _weighted_sample(rng, absent, weights, 3)]
     rng.shuffle(presence)
     cat = rng.choice(present)
     kind = rng.random()
@@ -469,7 +483,8 @@ positive: hateful
 """
 
 
-def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_memes: int = 300, seed: int = 0, image_size: int = 128, human_error: float = 0.05) -> World:
+def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_memes: int = 300, seed: int = 0, image_size: int = 128, human_error: float = 0.05,
+                   negative_skew: float = NEGATIVE_SKEW) -> World:
     """Write the whole world under `out`; the same arguments always give the same bytes."""
     root = Path(out)
     img_dir = root / "images"
@@ -482,6 +497,8 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
     splits = {"train": scenes[:n_train], "val": scenes[n_train : n_train + n_val]}
     instances = {k: _dump(root / f"annotations/instances_{k}.json", coco_instances(v, image_size)) for k, v in splits.items()}
     caps = {(k, lang): _dump(root / f"annotations/captions_{k}_{lang}.json", coco_captions(v, image_size, lang)) for k, v in splits.items() for lang in ("en", "it")}
+    freq = Counter(c for s in splits["train"] for c in s.categories())
+    negative_weights = {n: (1.0 / max(freq[n], 1)) ** negative_skew for n in NAMES}
     pretrain, instruct = {}, {}
     for lang in ("en", "it"):
         lrng = random.Random(f"{seed}-{lang}")
@@ -491,7 +508,7 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
             for s in splits["train"]
         ]
         pretrain[lang] = _dump(root / f"llava/pretrain_{lang}.json", pre)
-        instruct[lang] = _dump(root / f"llava/instruct_{lang}.json", [c for s in splits["train"] for c in conversations(lrng, s, lang, file_name(s.id))])
+        instruct[lang] = _dump(root / f"llava/instruct_{lang}.json", [c for s in splits["train"] for c in conversations(lrng, s, lang, file_name(s.id), negative_weights)])
     for key, files in (("pretrain", pretrain), ("instruct", instruct)):
         both = _interleave(*(json.loads(files[lang].read_text(encoding="utf-8")) for lang in ("en", "it")))
         files["both"] = _dump(root / f"llava/{key}.json", both)

@@ -91,6 +91,30 @@ def test_co_occurrence_makes_popular_differ_from_random(tmp_path):
     assert pairs.get("stop sign|traffic light", 0) > 5 * pairs.get("pizza|stop sign", 0) + 5  # themed objects go together
 
 
+def _yes_rate(world: shapes.World) -> dict[str, float]:
+    """Share of "Yes." among the English presence questions about each object."""
+    ask = {shapes.presence_question(n, "en"): n for n in shapes.NAMES}
+    yes, total = dict.fromkeys(shapes.NAMES, 0), dict.fromkeys(shapes.NAMES, 0)
+    for rec in json.loads(world.instruct["en"].read_text()):
+        turns = rec["conversations"]
+        for q, a in zip(turns[::2], turns[1::2]):
+            name = ask.get(q["value"].removeprefix("<image>\n"))
+            if name:
+                total[name] += 1
+                yes[name] += a["value"] == "Yes."
+    return {n: yes[n] / total[n] for n in shapes.NAMES if total[n]}
+
+
+def test_negatives_favour_rare_objects_so_frequent_ones_are_more_often_yes(tmp_path):
+    skewed = shapes.generate_world(tmp_path / "skewed", n_train=300, n_val=4, n_memes=2, seed=0)
+    uniform = shapes.generate_world(tmp_path / "uniform", n_train=300, n_val=4, n_memes=2, seed=0, negative_skew=0.0)
+    freq = json.loads(skewed.meta.read_text())["train_frequency"]
+    common, rare = max(freq, key=freq.get), min(freq, key=freq.get)
+    s, u = _yes_rate(skewed), _yes_rate(uniform)
+    assert s[common] > s[rare] + 0.35  # the prior POPE's popular setting probes
+    assert s[common] - s[rare] > u[common] - u[rare]
+
+
 def test_llava_files_and_conversation_balance(world):
     for lang in ("en", "it"):
         pre = json.loads(world.pretrain[lang].read_text())
