@@ -154,8 +154,11 @@ def _best_resolution(height: int, width: int, pinpoints: list[list[int]]) -> tup
     return best  # type: ignore[return-value]
 
 
-def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None, max_length: int) -> Encoded:
-    """Mask, expand the image placeholder to its anyres token count, and truncate text only."""
+def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None, max_length: int, pixels: bool = True) -> Encoded:
+    """Mask, expand the image placeholder to its anyres token count, and truncate text only.
+
+    `pixels=False` still opens the image (its size sets the token count) but skips the image
+    processor: the pre-training check needs every error, not the tensors."""
     tok = processor.tokenizer
     sid = rec["id"]
     ids, labels = mask_conversation(tok, to_messages(rec), sid)
@@ -166,8 +169,9 @@ def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None,
             image = load_image(path)
         except FileNotFoundError:
             raise InputError(f"image not found: {path}", item=sid) from None
-        out = processor.image_processor(images=[image], return_tensors="pt")
-        pixel, size = out["pixel_values"][0], (image.height, image.width)
+        size = (image.height, image.width)
+        if pixels:
+            pixel = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
         n = count_image_tokens(processor, image.height, image.width)
         at = ids.index(processor.image_token_id)
         ids = ids[:at] + [processor.image_token_id] * n + ids[at + 1 :]

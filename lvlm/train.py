@@ -149,7 +149,7 @@ def _validate(dataset: ConversationDataset, accelerator: Accelerator) -> None:
     if accelerator.is_main_process:
         with progress("checking samples", len(dataset)) as advance:
             for rec in dataset.records:
-                encode_sample(dataset.processor, rec, dataset.images_dir, dataset.max_length)
+                encode_sample(dataset.processor, rec, dataset.images_dir, dataset.max_length, pixels=False)
                 advance()
 
 
