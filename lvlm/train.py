@@ -8,6 +8,7 @@ scheduler and RNG state, and a rerun with the same --out resumes from it.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import shutil
@@ -153,11 +154,11 @@ def _validate(dataset: ConversationDataset, accelerator: Accelerator) -> None:
                 advance()
 
 
-def _epoch_loader(dataset, cfg: TrainConfig, epoch: int, pad_id: int) -> torch.utils.data.DataLoader:
+def _epoch_loader(dataset, cfg: TrainConfig, epoch: int, pad_id: int, num_workers: int = 0) -> torch.utils.data.DataLoader:
     """A fixed shuffle per epoch (seed + epoch), so a resumed run sees the same batches."""
     order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order), batch_size=cfg.batch_size,
-                                       collate_fn=lambda s: collate(s, pad_id), shuffle=False)
+                                       collate_fn=functools.partial(collate, pad_id=pad_id), shuffle=False, num_workers=num_workers)
 
 
 def _accelerator(cfg: TrainConfig) -> Accelerator:
@@ -173,10 +174,12 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
           lr: float | None = None, epochs: int = 1, batch_size: int = 1, grad_accum: int = 1, lora: int | None = None,
           tune_vision: bool = False, seed: int = 0, vision_lr: float = 2e-6, gradient_checkpointing: bool = False,
           precision: str = "auto", max_length: int = 2048, save_every: int = 0, warmup_ratio: float = 0.03,
-          weight_decay: float = 0.0, force: bool = False, max_steps: int | None = None) -> Path:
+          weight_decay: float = 0.0, force: bool = False, max_steps: int | None = None, num_workers: int = 0) -> Path:
     """Train one stage; the trained model is saved in `out` itself (loadable by path). Returns `out`.
 
     `max_steps` stops early (benchmarks, interrupted-run tests) without changing the schedule.
+    `num_workers` processes prepare batches (images, chat template, masking) while the model trains;
+    the batches and so the results are the same for any number.
     """
     cfg = TrainConfig(str(model_dir), str(data_json), str(images_dir) if images_dir else None, stage,
                       DEFAULT_LR.get(stage, 0.0) if lr is None else lr, vision_lr, epochs, batch_size, grad_accum, lora,
@@ -223,7 +226,7 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     with progress(f"training ({cfg.stage})", total) as advance:
         advance(step)
         for epoch in range(start_epoch, cfg.epochs):
-            loader = accelerator.prepare(_epoch_loader(dataset, cfg, epoch, pad_id))
+            loader = accelerator.prepare(_epoch_loader(dataset, cfg, epoch, pad_id, num_workers))
             batches = accelerator.skip_first_batches(loader, skip) if skip else loader
             batch_no, skip = skip, 0
             for batch in batches:
