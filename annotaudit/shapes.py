@@ -376,7 +376,7 @@ def conversations(rng: random.Random, scene: Scene, lang: str, image: str, negat
     """Two LLaVA conversations about one picture.
 
     The first asks POPE-like presence questions (up to three objects that are there, three that are
-    not) with short answers; the second asks for a description and one colour, count or statement
+    not, drawn by `negative_weights`) with short answers; the second asks for a description and one colour, count or statement
     question, in random order. Presence gets a conversation of its own because a small LLM trained
     from scratch otherwise learns the language of the answers long before it learns to look at the
     picture (measured: POPE F1 stayed near chance with two long presence answers among other turns)."""
@@ -513,7 +513,7 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
         both = _interleave(*(json.loads(files[lang].read_text(encoding="utf-8")) for lang in ("en", "it")))
         files["both"] = _dump(root / f"llava/{key}.json", both)
     memes_dir, task = _write_memes(root, scenes[n_train + n_val :], random.Random(f"{seed}-memes"), human_error)
-    meta = _dump(root / "world.json", _meta(scenes, splits, seed, image_size, n_memes))
+    meta = _dump(root / "world.json", _meta(scenes, splits, seed, image_size, n_memes, negative_skew))
     return World(root, img_dir, instances, caps, pretrain, instruct, memes_dir, task, meta)
 
 
@@ -541,7 +541,7 @@ def _write_memes(root: Path, scenes: list[Scene], rng: random.Random, human_erro
     return memes, task
 
 
-def _meta(scenes: list[Scene], splits: dict[str, list[Scene]], seed: int, size: int, n_memes: int) -> dict[str, Any]:
+def _meta(scenes: list[Scene], splits: dict[str, list[Scene]], seed: int, size: int, n_memes: int, negative_skew: float) -> dict[str, Any]:
     freq = Counter(c for s in splits["train"] for c in s.categories())
     pairs: Counter[str] = Counter()
     for s in splits["train"]:
@@ -551,6 +551,7 @@ def _meta(scenes: list[Scene], splits: dict[str, list[Scene]], seed: int, size: 
                 pairs[f"{a}|{b}"] += 1
     return {
         "seed": seed, "image_size": size, "splits": {k: [s.id for s in v] for k, v in splits.items()}, "n_memes": n_memes,
+        "negative_skew": negative_skew,
         "categories": [{"id": i, "name": name, "plural": plural, "it": it["it"], "it_plural": it["plural"], "it_gender": it["gender"]}
                        for i, name, plural in CATEGORIES for it in [italian(name)]],
         "colours": {c[0]: {"rgb": list(c[1]), "it": list(c[2])} for c in COLOURS},
