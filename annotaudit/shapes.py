@@ -513,7 +513,7 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
         both = _interleave(*(json.loads(files[lang].read_text(encoding="utf-8")) for lang in ("en", "it")))
         files["both"] = _dump(root / f"llava/{key}.json", both)
     memes_dir, task = _write_memes(root, scenes[n_train + n_val :], random.Random(f"{seed}-memes"), human_error)
-    meta = _dump(root / "world.json", _meta(scenes, splits, seed, image_size, n_memes, negative_skew))
+    meta = _dump(root / "world.json", _meta(splits, freq, seed, image_size, n_memes, negative_skew))
     return World(root, img_dir, instances, caps, pretrain, instruct, memes_dir, task, meta)
 
 
@@ -541,8 +541,7 @@ def _write_memes(root: Path, scenes: list[Scene], rng: random.Random, human_erro
     return memes, task
 
 
-def _meta(scenes: list[Scene], splits: dict[str, list[Scene]], seed: int, size: int, n_memes: int, negative_skew: float) -> dict[str, Any]:
-    freq = Counter(c for s in splits["train"] for c in s.categories())
+def _meta(splits: dict[str, list[Scene]], freq: Counter[str], seed: int, size: int, n_memes: int, negative_skew: float) -> dict[str, Any]:
     pairs: Counter[str] = Counter()
     for s in splits["train"]:
         cats = sorted(s.categories())
