@@ -48,6 +48,7 @@ def train(
     save_every: int = typer.Option(0, help="Also checkpoint every N optimizer steps (always at each epoch end)."),
     seed: int = typer.Option(0),
     num_workers: int = typer.Option(0, help="Processes preparing batches while the model trains (results do not change)."),
+    group_by_length: bool = typer.Option(False, "--group-by-length", help="Batch samples of similar length (less padding)."),
     force: bool = typer.Option(False, help="Discard an earlier run in --out made with other settings."),
 ) -> None:
     """Train one stage; rerun the same command to resume. Works under `accelerate launch`.
@@ -59,7 +60,7 @@ def train(
     path = run_train(model, data, images, out, stage, lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lora=lora,
                      tune_vision=tune_vision, seed=seed, vision_lr=vision_lr, gradient_checkpointing=gradient_checkpointing,
                      precision=precision, max_length=max_length, save_every=save_every, force=force,
-                     num_workers=num_workers)
+                     num_workers=num_workers, group_by_length=group_by_length)
     typer.echo(f"trained model in {path}")
 
 

@@ -8,6 +8,8 @@ where that fails is an error naming its id, never silently dropped or mislabelle
 from __future__ import annotations
 
 import json
+from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,21 +83,27 @@ def _render(tokenizer, messages: list[dict[str, Any]], generation_prompt: bool) 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def _ids(tokenizer, text: str) -> list[int]:
+def _ids(tokenizer, texts: list[str]) -> list[list[int]]:
+    """Token ids of each text, in one batched call; BOS is added unless the template already wrote it."""
     bos = tokenizer.bos_token
-    add = not (bos and text.startswith(bos))
-    return tokenizer(text, add_special_tokens=add)["input_ids"]
+    add = [not (bos and t.startswith(bos)) for t in texts]
+    out: list[list[int]] = [[] for _ in texts]
+    for flag in set(add):
+        at = [k for k, a in enumerate(add) if a == flag]
+        for k, ids in zip(at, tokenizer([texts[k] for k in at], add_special_tokens=flag)["input_ids"]):
+            out[k] = ids
+    return out
 
 
 def mask_conversation(tokenizer, messages: list[dict[str, Any]], sample_id: str) -> tuple[list[int], list[int]]:
     """Token ids of the whole conversation and labels that keep only the assistant turns."""
-    full = _ids(tokenizer, _render(tokenizer, messages, False))
+    turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    texts = [_render(tokenizer, messages, False)]
+    for i in turns:
+        texts += [_render(tokenizer, messages[:i], True), _render(tokenizer, messages[: i + 1], False)]
+    full, *parts = _ids(tokenizer, texts)
     labels = [IGNORE] * len(full)
-    for i, m in enumerate(messages):
-        if m["role"] != "assistant":
-            continue
-        before = _ids(tokenizer, _render(tokenizer, messages[:i], True))
-        through = _ids(tokenizer, _render(tokenizer, messages[: i + 1], False))
+    for i, before, through in zip(turns, parts[::2], parts[1::2]):
         for name, part in (("the prompt before", before), ("the conversation through", through)):
             if full[: len(part)] != part:
                 raise InputError(
@@ -154,14 +162,15 @@ def _best_resolution(height: int, width: int, pinpoints: list[list[int]]) -> tup
     return best  # type: ignore[return-value]
 
 
-def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None, max_length: int, pixels: bool = True) -> Encoded:
+def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None, max_length: int, pixels: bool = True,
+                  text: tuple[Sequence[int], Sequence[int]] | None = None) -> Encoded:
     """Mask, expand the image placeholder to its anyres token count, and truncate text only.
 
     `pixels=False` still opens the image (its size sets the token count) but skips the image
-    processor: the pre-training check needs every error, not the tensors."""
-    tok = processor.tokenizer
+    processor: the pre-training check needs every error, not the tensors. `text` is the sample's
+    `mask_conversation` result when it is already known."""
     sid = rec["id"]
-    ids, labels = mask_conversation(tok, to_messages(rec), sid)
+    ids, labels = (list(text[0]), list(text[1])) if text is not None else mask_conversation(processor.tokenizer, to_messages(rec), sid)
     pixel, size = None, None
     if rec.get("image"):
         path = safe_path(images_dir or ".", rec["image"])
@@ -185,16 +194,34 @@ def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None,
 
 
 class ConversationDataset(torch.utils.data.Dataset):
-    """Encodes lazily, so a large JSON starts training at once; every error names its sample id."""
+    """Encodes lazily, so a large JSON starts at once; every error names its sample id.
+
+    `check()` encodes every sample up front, so a bad one fails before training rather than hours
+    in. It keeps the text part (two int32 arrays, 8 bytes a token) and each sample's length, so the
+    epochs after it only open images and length-grouped batches need no second pass.
+    """
 
     def __init__(self, records: list[dict[str, Any]], processor, images_dir: str | Path | None, max_length: int = 2048):
         self.records, self.processor, self.images_dir, self.max_length = records, processor, images_dir, max_length
+        self.text: list[tuple[array, array]] | None = None
+        self.lengths: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> Encoded:
-        return encode_sample(self.processor, self.records[i], self.images_dir, self.max_length)
+        text = self.text[i] if self.text is not None else None
+        return encode_sample(self.processor, self.records[i], self.images_dir, self.max_length, text=text)
+
+    def check(self, advance: Callable[[], Any] = lambda: None) -> None:
+        text, lengths = [], []
+        for rec in self.records:
+            ids, labels = mask_conversation(self.processor.tokenizer, to_messages(rec), rec["id"])
+            enc = encode_sample(self.processor, rec, self.images_dir, self.max_length, pixels=False, text=(ids, labels))
+            text.append((array("i", ids), array("i", labels)))
+            lengths.append(len(enc.input_ids))
+            advance()
+        self.text, self.lengths = text, lengths
 
 
 def collate(samples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

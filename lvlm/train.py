@@ -21,11 +21,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from transformers import AutoProcessor, LlavaNextForConditionalGeneration, get_cosine_schedule_with_warmup
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from annotaudit.errors import InputError
 from annotaudit.runs import ConfigMismatch, JsonlLog, RunDir, progress, read_json, write_json
 
-from .data import IGNORE, ConversationDataset, collate, encode_sample, load_conversations
+from .data import IGNORE, ConversationDataset, collate, load_conversations
 
 STAGES = ("pretrain", "finetune")
 DEFAULT_LR = {"pretrain": 1e-3, "finetune": 1e-5}
@@ -55,6 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     save_every: int = 0
     seed: int = 0
+    group_by_length: bool = False
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -145,18 +147,25 @@ def _latest_state(out: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _validate(dataset: ConversationDataset, accelerator: Accelerator) -> None:
-    """Encode every sample once before training, so a bad one fails now rather than hours in."""
+def _check_samples(dataset: ConversationDataset, accelerator: Accelerator) -> None:
+    """Encode every sample before training, on every process: each needs the lengths and the text."""
     if accelerator.is_main_process:
         with progress("checking samples", len(dataset)) as advance:
-            for rec in dataset.records:
-                encode_sample(dataset.processor, rec, dataset.images_dir, dataset.max_length, pixels=False)
-                advance()
+            dataset.check(advance)
+    else:
+        dataset.check()
 
 
-def _epoch_loader(dataset, cfg: TrainConfig, epoch: int, pad_id: int, num_workers: int = 0) -> torch.utils.data.DataLoader:
-    """A fixed shuffle per epoch (seed + epoch), so a resumed run sees the same batches."""
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+def _epoch_loader(dataset: ConversationDataset, cfg: TrainConfig, epoch: int, pad_id: int, num_workers: int = 0) -> torch.utils.data.DataLoader:
+    """A fixed order per epoch (seed + epoch), so a resumed run sees the same batches.
+
+    `group_by_length` batches samples of similar length (transformers' megabatch grouping, as
+    LLaVA's scripts do), which cuts the padding each batch computes."""
+    gen = torch.Generator().manual_seed(cfg.seed + epoch)
+    if cfg.group_by_length:
+        order = get_length_grouped_indices(dataset.lengths, cfg.batch_size, generator=gen)
+    else:
+        order = torch.randperm(len(dataset), generator=gen).tolist()
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order), batch_size=cfg.batch_size,
                                        collate_fn=functools.partial(collate, pad_id=pad_id), shuffle=False, num_workers=num_workers)
 
@@ -174,16 +183,18 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
           lr: float | None = None, epochs: int = 1, batch_size: int = 1, grad_accum: int = 1, lora: int | None = None,
           tune_vision: bool = False, seed: int = 0, vision_lr: float = 2e-6, gradient_checkpointing: bool = False,
           precision: str = "auto", max_length: int = 2048, save_every: int = 0, warmup_ratio: float = 0.03,
-          weight_decay: float = 0.0, force: bool = False, max_steps: int | None = None, num_workers: int = 0) -> Path:
+          weight_decay: float = 0.0, force: bool = False, max_steps: int | None = None, num_workers: int = 0,
+          group_by_length: bool = False) -> Path:
     """Train one stage; the trained model is saved in `out` itself (loadable by path). Returns `out`.
 
     `max_steps` stops early (benchmarks, interrupted-run tests) without changing the schedule.
-    `num_workers` processes prepare batches (images, chat template, masking) while the model trains;
-    the batches and so the results are the same for any number.
+    `num_workers` processes prepare batches (images through the image processor) while the model
+    trains; the batches and so the results are the same for any number.
     """
     cfg = TrainConfig(str(model_dir), str(data_json), str(images_dir) if images_dir else None, stage,
                       DEFAULT_LR.get(stage, 0.0) if lr is None else lr, vision_lr, epochs, batch_size, grad_accum, lora,
-                      tune_vision, gradient_checkpointing, precision, max_length, warmup_ratio, weight_decay, save_every, seed)
+                      tune_vision, gradient_checkpointing, precision, max_length, warmup_ratio, weight_decay, save_every, seed,
+                      group_by_length)
     _check(cfg)
     out = Path(out)
     accelerator = _accelerator(cfg)
@@ -195,7 +206,7 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     set_seed(cfg.seed)
     processor = AutoProcessor.from_pretrained(cfg.model)
     dataset = ConversationDataset(records, processor, cfg.images, cfg.max_length)
-    _validate(dataset, accelerator)
+    _check_samples(dataset, accelerator)
     model = LlavaNextForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32)
     set_trainable(model, cfg.stage, cfg.tune_vision)
     if cfg.gradient_checkpointing:

@@ -230,8 +230,9 @@ def test_tune_vision_uses_its_own_lr_and_lora_saves_a_stock_model(stage1, task, 
     assert any(k.startswith("model.vision_tower.") for k in changed) and any(k.startswith("model.multi_modal_projector.") for k in changed)
 
 
-def test_interrupted_run_resumes_to_the_same_model(stage1, task, tmp_path):
-    kw = dict(lr=1e-3, epochs=2, batch_size=4, save_every=2)
+@pytest.mark.parametrize("grouped", [False, True])
+def test_interrupted_run_resumes_to_the_same_model(stage1, task, tmp_path, grouped):
+    kw = dict(lr=1e-3, epochs=2, batch_size=4, save_every=2, group_by_length=grouped)
     full = train(stage1, task / "train.json", task / "images", tmp_path / "full", "finetune", **kw)
     part = tmp_path / "part"
     train(stage1, task / "train.json", task / "images", part, "finetune", max_steps=4, **kw)
@@ -240,6 +241,33 @@ def test_interrupted_run_resumes_to_the_same_model(stage1, task, tmp_path):
     a, b = weights(full), weights(part)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert [json.loads(x)["step"] for x in (part / "train_log.jsonl").read_text().splitlines()] == list(range(1, 7))
+
+
+def test_checked_samples_are_reused_and_length_groups_pad_less(built, tmp_path):
+    from transformers import AutoProcessor
+
+    from lvlm.data import ConversationDataset
+    from lvlm.train import TrainConfig, _epoch_loader
+
+    task = make_task(tmp_path, n=48)  # three image sizes and three answers: lengths differ
+    proc, records = AutoProcessor.from_pretrained(built), load_conversations(task / "train.json")
+    lazy, checked = (ConversationDataset(records, proc, task / "images") for _ in range(2))
+    checked.check()
+    for i in range(len(records)):
+        a, b = lazy[i], checked[i]
+        assert (a.input_ids, a.labels, a.image_size) == (b.input_ids, b.labels, b.image_size)
+        assert torch.equal(a.pixel_values, b.pixel_values)
+    assert checked.lengths == [len(lazy[i].input_ids) for i in range(len(records))] and len(set(checked.lengths)) > 3
+
+    def epoch(grouped: bool, n: int) -> tuple[list[int], int]:
+        cfg = TrainConfig(str(built), "", None, "finetune", 1e-3, batch_size=4, group_by_length=grouped)
+        loader = _epoch_loader(checked, cfg, n, pad_id=proc.tokenizer.pad_token_id)
+        return loader.dataset.indices, sum(int((b["attention_mask"] == 0).sum()) for b in loader)
+
+    order, padding = epoch(True, 0)
+    assert sorted(order) == list(range(48))  # every sample once per epoch
+    assert padding < epoch(False, 0)[1] / 2
+    assert epoch(True, 0) == (order, padding) and epoch(True, 1)[0] != order  # fixed per seed + epoch, so resumable
 
 
 def test_rerun_with_other_settings_is_refused(stage1, task, tmp_path):
