@@ -160,12 +160,16 @@ def _epoch_loader(dataset: ConversationDataset, cfg: TrainConfig, epoch: int, pa
     """A fixed order per epoch (seed + epoch), so a resumed run sees the same batches.
 
     `group_by_length` batches samples of similar length (transformers' megabatch grouping, as
-    LLaVA's scripts do), which cuts the padding each batch computes."""
+    LLaVA's scripts do), which cuts the padding each batch computes; the batches then come in random
+    order rather than long to short within each megabatch (the partial batch stays last)."""
     gen = torch.Generator().manual_seed(cfg.seed + epoch)
-    if cfg.group_by_length:
-        order = get_length_grouped_indices(dataset.lengths, cfg.batch_size, generator=gen)
-    else:
+    if not cfg.group_by_length:
         order = torch.randperm(len(dataset), generator=gen).tolist()
+    else:
+        grouped = get_length_grouped_indices(dataset.lengths, cfg.batch_size, generator=gen)
+        full = len(grouped) // cfg.batch_size * cfg.batch_size
+        batches = [grouped[i : i + cfg.batch_size] for i in range(0, full, cfg.batch_size)]
+        order = [i for b in torch.randperm(len(batches), generator=gen).tolist() for i in batches[b]] + grouped[full:]
     return torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, order), batch_size=cfg.batch_size,
                                        collate_fn=functools.partial(collate, pad_id=pad_id), shuffle=False, num_workers=num_workers)
 
