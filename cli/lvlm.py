@@ -49,6 +49,7 @@ def train(
     seed: int = typer.Option(0),
     num_workers: int = typer.Option(0, help="Processes preparing batches while the model trains (results do not change)."),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="Batch samples of similar length (less padding)."),
+    cache_images: bool = typer.Option(False, "--cache-images", help="Keep each image's tensors in memory after first use (small image sets, several epochs)."),
     force: bool = typer.Option(False, help="Discard an earlier run in --out made with other settings."),
 ) -> None:
     """Train one stage; rerun the same command to resume. Works under `accelerate launch`.
@@ -60,7 +61,7 @@ def train(
     path = run_train(model, data, images, out, stage, lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lora=lora,
                      tune_vision=tune_vision, seed=seed, vision_lr=vision_lr, gradient_checkpointing=gradient_checkpointing,
                      precision=precision, max_length=max_length, save_every=save_every, force=force,
-                     num_workers=num_workers, group_by_length=group_by_length)
+                     num_workers=num_workers, group_by_length=group_by_length, cache_images=cache_images)
     typer.echo(f"trained model in {path}")
 
 

@@ -163,25 +163,30 @@ def _best_resolution(height: int, width: int, pinpoints: list[list[int]]) -> tup
 
 
 def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None, max_length: int, pixels: bool = True,
-                  text: tuple[Sequence[int], Sequence[int]] | None = None) -> Encoded:
+                  text: tuple[Sequence[int], Sequence[int]] | None = None, image_cache: dict | None = None) -> Encoded:
     """Mask, expand the image placeholder to its anyres token count, and truncate text only.
 
     `pixels=False` still opens the image (its size sets the token count) but skips the image
     processor: the pre-training check needs every error, not the tensors. `text` is the sample's
-    `mask_conversation` result when it is already known."""
+    `mask_conversation` result when it is already known; `image_cache` keeps each image's tensors."""
     sid = rec["id"]
     ids, labels = (list(text[0]), list(text[1])) if text is not None else mask_conversation(processor.tokenizer, to_messages(rec), sid)
     pixel, size = None, None
     if rec.get("image"):
         path = safe_path(images_dir or ".", rec["image"])
-        try:
-            image = load_image(path)
-        except FileNotFoundError:
-            raise InputError(f"image not found: {path}", item=sid) from None
-        size = (image.height, image.width)
-        if pixels:
-            pixel = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
-        n = count_image_tokens(processor, image.height, image.width)
+        if pixels and image_cache is not None and path in image_cache:
+            pixel, size = image_cache[path]
+        else:
+            try:
+                image = load_image(path)
+            except FileNotFoundError:
+                raise InputError(f"image not found: {path}", item=sid) from None
+            size = (image.height, image.width)
+            if pixels:
+                pixel = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
+                if image_cache is not None:
+                    image_cache[path] = (pixel, size)
+        n = count_image_tokens(processor, *size)
         at = ids.index(processor.image_token_id)
         ids = ids[:at] + [processor.image_token_id] * n + ids[at + 1 :]
         labels = labels[:at] + [IGNORE] * n + labels[at + 1 :]
@@ -199,19 +204,23 @@ class ConversationDataset(torch.utils.data.Dataset):
     `check()` encodes every sample up front, so a bad one fails before training rather than hours
     in. It keeps the text part (two int32 arrays, 8 bytes a token) and each sample's length, so the
     epochs after it only open images and length-grouped batches need no second pass.
+    `cache_images` keeps each image's tensors after first use: for a small image set seen over
+    several epochs, not for LLaVA's hundreds of thousands of images.
     """
 
-    def __init__(self, records: list[dict[str, Any]], processor, images_dir: str | Path | None, max_length: int = 2048):
+    def __init__(self, records: list[dict[str, Any]], processor, images_dir: str | Path | None, max_length: int = 2048,
+                 cache_images: bool = False):
         self.records, self.processor, self.images_dir, self.max_length = records, processor, images_dir, max_length
         self.text: list[tuple[array, array]] | None = None
         self.lengths: list[int] | None = None
+        self.image_cache: dict | None = {} if cache_images else None
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, i: int) -> Encoded:
         text = self.text[i] if self.text is not None else None
-        return encode_sample(self.processor, self.records[i], self.images_dir, self.max_length, text=text)
+        return encode_sample(self.processor, self.records[i], self.images_dir, self.max_length, text=text, image_cache=self.image_cache)
 
     def check(self, advance: Callable[[], Any] = lambda: None) -> None:
         text, lengths = [], []

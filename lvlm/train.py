@@ -188,12 +188,13 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
           tune_vision: bool = False, seed: int = 0, vision_lr: float = 2e-6, gradient_checkpointing: bool = False,
           precision: str = "auto", max_length: int = 2048, save_every: int = 0, warmup_ratio: float = 0.03,
           weight_decay: float = 0.0, force: bool = False, max_steps: int | None = None, num_workers: int = 0,
-          group_by_length: bool = False) -> Path:
+          group_by_length: bool = False, cache_images: bool = False) -> Path:
     """Train one stage; the trained model is saved in `out` itself (loadable by path). Returns `out`.
 
     `max_steps` stops early (benchmarks, interrupted-run tests) without changing the schedule.
     `num_workers` processes prepare batches (images through the image processor) while the model
-    trains; the batches and so the results are the same for any number.
+    trains; `cache_images` keeps each image's tensors after first use (each worker keeps its own).
+    Neither changes the batches, and so neither changes the results.
     """
     cfg = TrainConfig(str(model_dir), str(data_json), str(images_dir) if images_dir else None, stage,
                       DEFAULT_LR.get(stage, 0.0) if lr is None else lr, vision_lr, epochs, batch_size, grad_accum, lora,
@@ -209,7 +210,7 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     processor = AutoProcessor.from_pretrained(cfg.model)
-    dataset = ConversationDataset(records, processor, cfg.images, cfg.max_length)
+    dataset = ConversationDataset(records, processor, cfg.images, cfg.max_length, cache_images=cache_images)
     _check_samples(dataset, accelerator)
     model = LlavaNextForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32)
     set_trainable(model, cfg.stage, cfg.tune_vision)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -243,7 +244,7 @@ def test_interrupted_run_resumes_to_the_same_model(stage1, task, tmp_path, group
     assert [json.loads(x)["step"] for x in (part / "train_log.jsonl").read_text().splitlines()] == list(range(1, 7))
 
 
-def test_checked_samples_are_reused_and_length_groups_pad_less(built, tmp_path):
+def test_checked_text_and_cached_images_are_reused_and_length_groups_pad_less(built, tmp_path):
     from transformers import AutoProcessor
 
     from lvlm.data import ConversationDataset
@@ -268,6 +269,14 @@ def test_checked_samples_are_reused_and_length_groups_pad_less(built, tmp_path):
     assert sorted(order) == list(range(48))  # every sample once per epoch
     assert padding < epoch(False, 0)[1] / 2
     assert epoch(True, 0) == (order, padding) and epoch(True, 1)[0] != order  # fixed per seed + epoch, so resumable
+
+    cached = ConversationDataset(records, proc, task / "images", cache_images=True)
+    fresh = [lazy[i].pixel_values for i in range(len(records))]
+    assert all(torch.equal(cached[i].pixel_values, fresh[i]) for i in range(len(records)))
+    shutil.rmtree(task / "images")  # from now on only the cache can answer
+    assert all(torch.equal(cached[i].pixel_values, fresh[i]) for i in range(len(records)))
+    with pytest.raises(InputError, match="image not found"):
+        lazy[0]
 
 
 def test_rerun_with_other_settings_is_refused(stage1, task, tmp_path):
