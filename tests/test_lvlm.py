@@ -294,11 +294,12 @@ def test_two_process_accelerate_run(stage1, task, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cli.main", "lvlm", "train", "--model", str(stage1),
            "--data", str(task / "train.json"), "--images", str(task / "images"), "--stage", "finetune", "--out", str(out),
-           "--batch-size", "3", "--lr", "1e-3"]
+           "--batch-size", "3", "--lr", "1e-3", "--group-by-length", "--cache-images"]  # each process checks and groups alike
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).resolve().parent.parent)
     assert res.returncode == 0, res.stderr[-3000:]
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["num_processes"] == 2 and manifest["samples"] == 12 and manifest["steps"] == 2
+    assert manifest["config"]["group_by_length"] is True
     assert not torch.equal(weights(out)["lm_head.weight"], weights(stage1)["lm_head.weight"])
 
 
