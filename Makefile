@@ -26,6 +26,7 @@ demo: install
 	$(BIN)/annotaudit demo --out $(OUT)
 
 test: install-dev
+	$(BIN)/ruff check .
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 bench: install-dev

@@ -11,10 +11,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from annotate.readers import Item
-from annotate.run import RunConfig, annotate_generate, annotate_score
-from annotate.tasks import get_task
-from models import load_model
+from annotaudit.annotate.readers import Item
+from annotaudit.annotate.run import RunConfig, annotate_generate, annotate_score
+from annotaudit.annotate.tasks import get_task
+from annotaudit.models import load_model
 
 
 def _rate(fn, model, items, task, cfg) -> float:
@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
     name = args.model
     if not name:
-        from models.tiny import tiny_causal_lm
+        from annotaudit.testing.tiny_models import tiny_causal_lm
 
         name = "hf:" + str(tiny_causal_lm(Path(tempfile.mkdtemp()) / "llama"))
     model = load_model(name)

@@ -11,8 +11,8 @@ import argparse
 import tempfile
 import time
 
-from models import GenerationConfig, Request, load_model
-from models.tiny import tiny_causal_lm
+from annotaudit.models import GenerationConfig, Request, load_model
+from annotaudit.testing.tiny_models import tiny_causal_lm
 
 PROMPTS = [
     "Is the text above hateful?", "Identify the genre of this movie? Options: drama, comedy or both.",

@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from PIL import Image  # noqa: E402
 from transformers import AutoProcessor  # noqa: E402
 
-from lvlm.build import build_lvlm  # noqa: E402
-from lvlm.data import ConversationDataset, encode_sample, load_conversations  # noqa: E402
-from lvlm.train import TrainConfig, _epoch_loader  # noqa: E402
-from models.tiny import tiny_causal_lm, tiny_clip_vision  # noqa: E402
+from annotaudit.lvlm.build import build_lvlm  # noqa: E402
+from annotaudit.lvlm.data import ConversationDataset, encode_sample, load_conversations  # noqa: E402
+from annotaudit.lvlm.train import TrainConfig, _epoch_loader  # noqa: E402
+from annotaudit.testing.tiny_models import tiny_causal_lm, tiny_clip_vision  # noqa: E402
 
 OBJECTS = ["kite", "cup", "clock", "banana", "book", "pizza"]
 

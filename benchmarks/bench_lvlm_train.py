@@ -25,9 +25,9 @@ import psutil  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from lvlm.build import build_lvlm  # noqa: E402
-from lvlm.train import train  # noqa: E402
-from models.tiny import tiny_causal_lm, tiny_clip_vision  # noqa: E402
+from annotaudit.lvlm.build import build_lvlm  # noqa: E402
+from annotaudit.lvlm.train import train  # noqa: E402
+from annotaudit.testing.tiny_models import tiny_causal_lm, tiny_clip_vision  # noqa: E402
 
 
 def make_data(root: Path, n: int) -> Path:

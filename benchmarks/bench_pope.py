@@ -24,10 +24,10 @@ os.environ.setdefault("ANNOTAUDIT_NO_PROGRESS", "1")
 
 from PIL import Image  # noqa: E402
 
-from audit.pope import read_questions  # noqa: E402
-from audit.pope_build import build, write_questions  # noqa: E402
-from audit.pope_run import prompt_for, run_pope  # noqa: E402
-from models import GenerationConfig, Request, load_model  # noqa: E402
+from annotaudit.audit.pope import read_questions  # noqa: E402
+from annotaudit.audit.pope_build import build, write_questions  # noqa: E402
+from annotaudit.audit.pope_run import prompt_for, run_pope  # noqa: E402
+from annotaudit.models import GenerationConfig, Request, load_model  # noqa: E402
 
 
 def tiny_dataset(root: Path, n_images: int) -> tuple[Path, Path]:
@@ -61,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-pope-"))
     if args.model is None:
-        from models.tiny import tiny_llava_next
+        from annotaudit.testing.tiny_models import tiny_llava_next
 
         args.model = "hf:" + str(tiny_llava_next(tmp / "tiny-llava-next"))
     if args.questions is None:

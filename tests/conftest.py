@@ -15,8 +15,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
-    """tiny(kind) -> path of a saved tiny model of that kind (see models.tiny.BUILDERS), built once."""
-    from models.tiny import BUILDERS
+    """tiny(kind) -> path of a saved tiny model of that kind (see annotaudit.testing.tiny_models.BUILDERS), built once."""
+    from annotaudit.testing.tiny_models import BUILDERS
 
     root = tmp_path_factory.mktemp("tiny-models")
     built: dict[str, Path] = {}
@@ -32,6 +32,6 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smollm2():
     """The real SmolLM2-135M-Instruct, loaded once (about 25 s)."""
-    from models import load_model
+    from annotaudit.models import load_model
 
     return load_model("smollm2-135m-instruct")

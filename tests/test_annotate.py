@@ -11,16 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+import test_annotate_fixtures as fx
 from typer.testing import CliRunner
 
-import test_annotate_fixtures as fx
-from annotate import readers
-from annotate.extract import extract, vote
-from annotate.run import RunConfig, run
-from annotate.tasks import NOANSWER, get_task, load_task_file
-from annotaudit.errors import InputError
-from annotaudit.runs import ConfigMismatch
-from cli.annotate import app
+from annotaudit.annotate import readers
+from annotaudit.annotate.extract import extract, vote
+from annotaudit.annotate.run import RunConfig, run
+from annotaudit.annotate.tasks import NOANSWER, get_task, load_task_file
+from annotaudit.cli.annotate import app
+from annotaudit.core.errors import InputError
+from annotaudit.core.runs import ConfigMismatch
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

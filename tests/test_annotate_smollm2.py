@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 import test_annotate_fixtures as fx
-from annotate.run import RunConfig, annotate_generate, annotate_score
-from annotate.tasks import NOANSWER, get_task, read_items
-from annotate.metrics import compute
+
+from annotaudit.annotate.metrics import compute
+from annotaudit.annotate.run import RunConfig, annotate_generate, annotate_score
+from annotaudit.annotate.tasks import NOANSWER, get_task, read_items
 
 
 @pytest.mark.slow

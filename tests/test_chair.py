@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from annotaudit.errors import InputError
-from audit.chair import (
+from annotaudit.audit.chair import (
     Problems,
     build_ground_truth,
     extract_objects,
@@ -22,8 +21,9 @@ from audit.chair import (
     score_captions,
     write_ground_truth,
 )
-from audit.chair_words import english_vocabulary, singularize
-from cli.main import app
+from annotaudit.audit.chair_words import english_vocabulary, singularize
+from annotaudit.cli.main import app
+from annotaudit.core.errors import InputError
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chair"
 needs_ref = pytest.mark.skipif(not (REF / "opera_llava-1.5_greedy.jsonl").is_file(), reason="shared reference data not present")
@@ -233,7 +233,7 @@ def test_strict_mode_is_fatal_and_leaves_earlier_results_alone(tmp_path, gt):
     assert runner.invoke(app, ["audit", "chair", "score", "--captions", str(good), "--ground-truth", str(gt), "--out", str(out)]).exit_code == 0
     before = (out / "metrics.json").read_text()
     proc = subprocess.run(
-        [sys.executable, "-m", "cli.main", "audit", "chair", "score", "--captions", str(_bad_file(tmp_path)), "--ground-truth", str(gt), "--out", str(out), "--strict"],
+        [sys.executable, "-m", "annotaudit.cli.main", "audit", "chair", "score", "--captions", str(_bad_file(tmp_path)), "--ground-truth", str(gt), "--out", str(out), "--strict"],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
     )
     assert proc.returncode == 2
@@ -285,7 +285,7 @@ def test_run_with_tiny_llava_next_scores_per_prompt_and_resumes(tmp_path, tiny):
 
 
 def test_run_rejects_unknown_image_ids_with_their_line(tmp_path):
-    from audit.chair_run import choose_images
+    from annotaudit.audit.chair_run import choose_images
 
     ids = tmp_path / "ids.txt"
     ids.write_text("139\nCOCO_val2014_000000000285.jpg\n4242\n")

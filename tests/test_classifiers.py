@@ -12,12 +12,12 @@ import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from annotaudit.errors import InputError
-from classifiers import train as train_module
-from classifiers.data import Example, get_task, load_split, read_llm_labels
-from classifiers.mmbt import MMBT, MMBTConfig, SequenceBuilder, load_classifier, load_encoders
-from classifiers.train import TrainConfig, train_classifier
-from cli.classify import app
+from annotaudit.classifiers import train as train_module
+from annotaudit.classifiers.data import Example, get_task, load_split, read_llm_labels
+from annotaudit.classifiers.mmbt import MMBT, MMBTConfig, SequenceBuilder, load_classifier, load_encoders
+from annotaudit.classifiers.train import TrainConfig, train_classifier
+from annotaudit.cli.classify import app
+from annotaudit.core.errors import InputError
 
 runner = CliRunner()
 
@@ -69,7 +69,7 @@ def mmimdb(root: Path, sizes=(150, 45, 45), seed: int = 1) -> Path:
     split, k = {}, 0
     for name, n in zip(("train", "dev", "test"), sizes):
         split[name] = []
-        for i in range(n):
+        for _ in range(n):
             kind = (k % 3) if name != "train" else rng.randint(0, 2)
             genres = [["Drama"], ["Comedy"], ["Drama", "Comedy"]][kind] + (["Romance"] if rng.random() < 0.3 else [])
             plot = PLOTS[kind]

@@ -14,12 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from annotaudit.errors import InputError
-from lvlm.build import build_lvlm
-from lvlm.data import IGNORE, count_image_tokens, load_conversations, mask_conversation, to_messages
-from lvlm.evaluate import evaluate, load_task
-from lvlm.formatting import approx_match, exact_match, format_prompt
-from lvlm.train import train
+from annotaudit.core.errors import InputError
+from annotaudit.lvlm.build import build_lvlm
+from annotaudit.lvlm.data import IGNORE, count_image_tokens, load_conversations, mask_conversation, to_messages
+from annotaudit.lvlm.evaluate import evaluate, load_task
+from annotaudit.lvlm.formatting import approx_match, exact_match, format_prompt
+from annotaudit.lvlm.train import train
 
 COLORS = {"rosso": (220, 30, 30), "verde": (30, 200, 40), "blu": (30, 40, 220)}
 SIZES = [(32, 32), (40, 30), (30, 48)]
@@ -89,7 +89,7 @@ def smol_tokenizer(tmp_path_factory):
 def test_build_loads_in_stock_transformers_and_registry(built, tiny):
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, LlavaNextForConditionalGeneration
 
-    from models import GenerationConfig, Request, load_model
+    from annotaudit.models import GenerationConfig, Request, load_model
 
     model = AutoModelForImageTextToText.from_pretrained(built)
     proc = AutoProcessor.from_pretrained(built)
@@ -110,7 +110,7 @@ def test_build_loads_in_stock_transformers_and_registry(built, tiny):
     assert lm.entry.backend == "llava_next" and lm.accepts_images
     gen = lm.generate([Request(QUESTION, Image.new("RGB", (40, 30), "red"))], GenerationConfig(max_new_tokens=3))
     assert gen[0].prompt == text and gen[0].num_tokens[0] >= 1
-    from lvlm import register_lvlm
+    from annotaudit.lvlm import register_lvlm
 
     register_lvlm("tiny-it-llava", built)
     assert load_model("tiny-it-llava").entry.checkpoint == str(built)
@@ -119,7 +119,7 @@ def test_build_loads_in_stock_transformers_and_registry(built, tiny):
 def test_build_adds_image_token_and_keeps_own_chatml_template(smol_tokenizer, tiny, tmp_path):
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
-    from models.tiny import tiny_causal_lm
+    from annotaudit.testing.tiny_models import tiny_causal_lm
 
     smol = smol_tokenizer()
     assert "<image>" not in smol.get_vocab()
@@ -146,7 +146,7 @@ CONV = {"id": "multi", "image": "x.png", "conversations": [
 
 @pytest.mark.parametrize("template", ["mistral", "chatml"])
 def test_masking_keeps_only_assistant_turns_on_smollm2_tokenizer(smol_tokenizer, template):
-    from lvlm.build import chat_template_for
+    from annotaudit.lvlm.build import chat_template_for
 
     tok = smol_tokenizer()
     tok.chat_template = chat_template_for("own" if template == "chatml" else "mistral", tok)
@@ -247,8 +247,8 @@ def test_interrupted_run_resumes_to_the_same_model(stage1, task, tmp_path, group
 def test_checked_text_and_cached_images_are_reused_and_length_groups_pad_less(built, tmp_path):
     from transformers import AutoProcessor
 
-    from lvlm.data import ConversationDataset
-    from lvlm.train import TrainConfig, _epoch_loader
+    from annotaudit.lvlm.data import ConversationDataset
+    from annotaudit.lvlm.train import TrainConfig, _epoch_loader
 
     task = make_task(tmp_path, n=48)  # three image sizes and three answers: lengths differ
     proc, records = AutoProcessor.from_pretrained(built), load_conversations(task / "train.json")
@@ -280,7 +280,7 @@ def test_checked_text_and_cached_images_are_reused_and_length_groups_pad_less(bu
 
 
 def test_rerun_with_other_settings_is_refused(stage1, task, tmp_path):
-    from annotaudit.runs import ConfigMismatch
+    from annotaudit.core.runs import ConfigMismatch
 
     train(stage1, task / "train.json", task / "images", tmp_path / "r", "pretrain", epochs=1, batch_size=12)
     with pytest.raises(ConfigMismatch, match="lr"):
@@ -292,7 +292,7 @@ def test_two_process_accelerate_run(stage1, task, tmp_path):
     # accelerate's own --cpu launcher needs MPI; torchrun processes on the CPU talk over gloo.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "cli.main", "lvlm", "train", "--model", str(stage1),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "annotaudit.cli.main", "lvlm", "train", "--model", str(stage1),
            "--data", str(task / "train.json"), "--images", str(task / "images"), "--stage", "finetune", "--out", str(out),
            "--batch-size", "3", "--lr", "1e-3", "--group-by-length", "--cache-images"]  # each process checks and groups alike
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).resolve().parent.parent)
@@ -347,7 +347,7 @@ def test_named_task_layouts(tmp_path):
 def test_cli_eval_missing_image_is_one_clear_line(stage2, task, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "q9", "image": "missing.png", "question": QUESTION, "answer": "rosso"}) + "\n")
-    res = subprocess.run([sys.executable, "-m", "cli.main", "lvlm", "eval", "--model", str(stage2), "--task", str(bad),
+    res = subprocess.run([sys.executable, "-m", "annotaudit.cli.main", "lvlm", "eval", "--model", str(stage2), "--task", str(bad),
                           "--images", str(task / "images"), "--out", str(tmp_path / "e")], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert res.returncode == 2 and "item q9: image not found" in res.stderr and "Traceback" not in res.stderr

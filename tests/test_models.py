@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from models import GenerationConfig, Request, UnknownModel, load_model, registry
-from models.templates import render_builtin
+from annotaudit.models import GenerationConfig, Request, UnknownModel, load_model, registry
+from annotaudit.models.templates import render_builtin
 
 VISION_KINDS = ["llava", "llava_next", "instructblip-vicuna", "instructblip-flan-t5"]
 TEXT_KINDS = ["llama", "mistral"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from cli.main import app
-from models import ENTRY_POINT_GROUP
+from annotaudit.cli.main import app
+from annotaudit.models import ENTRY_POINT_GROUP
 
 PLUGIN_PYPROJECT = f"""
 [build-system]
@@ -27,7 +27,7 @@ example = "annotaudit_plugin_example:entries"
 """
 
 PLUGIN_CODE = '''
-from models import ModelEntry
+from annotaudit.models import ModelEntry
 
 def entries():
     return [ModelEntry(name="my-tiny-llama", backend="causal", checkpoint="/models/tiny-llama", chat_template="mistral")]
@@ -62,7 +62,7 @@ def test_models_list_shows_every_builtin_entry():
 
 
 def test_unknown_model_is_one_clear_line(tmp_path):
-    script = "from cli.main import _run; from models import load_model; import typer\n" \
+    script = "from annotaudit.cli.main import _run; from annotaudit.models import load_model; import typer\n" \
              "app = typer.Typer()\n@app.command()\ndef go(): load_model('vicunna-7b-v1.5')\n_run(app)"
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert res.returncode == 2

@@ -11,14 +11,23 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from annotaudit.errors import InputError
-from audit.pope import (
-    italian_article, italian_phrase, italian_table, metrics, parse_pope, parse_question, parse_strict, parse_vlmevalkit,
-    question_text, read_questions, score_answers,
+from annotaudit.audit.pope import (
+    italian_article,
+    italian_phrase,
+    italian_table,
+    metrics,
+    parse_pope,
+    parse_question,
+    parse_strict,
+    parse_vlmevalkit,
+    question_text,
+    read_questions,
+    score_answers,
 )
-from audit.pope_build import build, frequency, negatives, objects_from_coco, objects_from_json, ranking_from_table
-from audit.pope_run import best_threshold, run_pope
-from cli.audit_pope import app
+from annotaudit.audit.pope_build import build, frequency, negatives, objects_from_coco, objects_from_json, ranking_from_table
+from annotaudit.audit.pope_run import best_threshold, run_pope
+from annotaudit.cli.audit_pope import app
+from annotaudit.core.errors import InputError
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pope"
 needs_ref = pytest.mark.skipif(not (REF / "coco_pope_random.json").is_file(), reason="shared/reference/pope is absent")
@@ -336,7 +345,7 @@ def test_run_all_settings_resumes_and_writes_one_table(tmp_path, tiny):
     summary = json.loads((out / "summary.json").read_text())
     for s in SETTINGS:
         assert summary[s]["f1"] == json.loads((out / s / "metrics.json").read_text())["f1"]
-    from annotaudit.runs import ConfigMismatch
+    from annotaudit.core.runs import ConfigMismatch
 
     with pytest.raises(ConfigMismatch):
         run_pope(qdir, img_dir, model, out, setting="all", mode="score")

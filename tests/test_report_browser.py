@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from annotaudit.report import Report
+from annotaudit.core.report import Report
 
 CHROMIUM = "/usr/bin/chromium"
 

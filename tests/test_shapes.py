@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from annotaudit import shapes
+from annotaudit.demo import shapes
 
 
 def _digest(root: Path) -> dict[str, str]:
@@ -59,7 +59,7 @@ def test_boxes_do_not_overlap(world):
 
 
 def test_captions_name_exactly_the_objects(world):
-    from audit.chair import extract_objects
+    from annotaudit.audit.chair import extract_objects
 
     inst = json.loads(world.instances["val"].read_text())
     names = {c["id"]: c["name"] for c in inst["categories"]}
@@ -134,9 +134,9 @@ def test_llava_files_and_conversation_balance(world):
 
 
 def test_memes_task_reads_with_the_annotate_and_classifier_readers(world):
-    from annotate.tasks import get_task, read_items
-    from classifiers.data import get_task as classifier_task
-    from classifiers.data import load_split
+    from annotaudit.annotate.tasks import get_task, read_items
+    from annotaudit.classifiers.data import get_task as classifier_task
+    from annotaudit.classifiers.data import load_split
 
     task = get_task(world.task)
     items = read_items(task, world.memes, "train")

@@ -1,0 +1,377 @@
+"""Readers for the datasets as they lie on disk: Hateful Memes, MM-IMDB, XNLI, and a user's JSONL/CSV.
+
+Every reader returns a list of `Item`. A bad record (malformed line, missing image, unknown label)
+becomes an `InputError` naming the file and line, or the item id where the format has no lines.
+With `strict=True` the first one is raised; otherwise the record is skipped and the error is
+appended to `problems` (or issued as a warning when no list is given), so one bad line does not
+cost a whole run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from annotaudit.core.errors import InputError, iter_jsonl, safe_path
+
+HATEFUL, NOT_HATEFUL = "hateful", "not_hateful"
+HATEFUL_MEMES_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+XNLI_LANGUAGES = ("ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh")
+# The 23 genres of Arevalo et al.'s MM-IMDB, lower-cased.
+MMIMDB_GENRES = (
+    "drama", "comedy", "romance", "thriller", "crime", "action", "adventure", "horror", "documentary", "mystery",
+    "sci-fi", "fantasy", "family", "biography", "war", "history", "music", "animation", "musical", "western",
+    "sport", "short", "film-noir",
+)
+PLOT_CHOICES = ("first", "longest", "all")
+
+
+@dataclass
+class Item:
+    """One thing to annotate. `label` is the human label (a list for multi-label tasks) or None."""
+
+    id: str
+    text: str
+    image: Path | None = None
+    label: str | list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class _Collector:
+    """Raise at once when strict; otherwise remember the problem and go on."""
+
+    def __init__(self, strict: bool, problems: list[InputError] | None):
+        self.strict, self.problems, self.warn = strict, problems, problems is None
+
+    def __call__(self, error: InputError) -> None:
+        if self.strict:
+            raise error
+        if self.problems is not None:
+            self.problems.append(error)
+        else:
+            warnings.warn(f"skipped: {error}", stacklevel=3)
+
+
+def _image(root: Path, rel: str, path: Path, line: int | None, item: str | None, check: bool) -> Path:
+    try:
+        image = safe_path(root, rel)
+    except InputError as exc:
+        raise InputError(exc.message, path=path, line=line, item=item) from None
+    if check and not image.is_file():
+        raise InputError(f"image not found: {image}", path=path, line=line, item=item)
+    return image
+
+
+def _unique(items: Iterable[tuple[Item, Path, int | None]], report: _Collector) -> list[Item]:
+    """Drop repeated ids (they would make resuming ambiguous), reporting each one."""
+    seen: dict[str, int | None] = {}
+    out = []
+    for item, path, line in items:
+        if item.id in seen:
+            first = f" (first on line {seen[item.id]})" if seen[item.id] is not None else ""
+            report(InputError(f"duplicate id {item.id!r}{first}", path=path, line=line, item=item.id))
+            continue
+        seen[item.id] = line
+        out.append(item)
+    return out
+
+
+def _jsonl(path: Path, report: _Collector) -> Iterator[tuple[int, dict[str, Any]]]:
+    return iter_jsonl(path, on_error=report)
+
+
+# Hateful Memes ------------------------------------------------------------------------------
+
+
+def read_hateful_memes(root: str | Path, split: str = "test_unseen", strict: bool = False, problems: list[InputError] | None = None,
+                       check_images: bool = True) -> list[Item]:
+    """`root/<split>.jsonl` lines of {"id","img","label","text"}; images resolved under root.
+
+    Labels 1/0 become "hateful"/"not_hateful"; a test file without labels gives label None.
+    """
+    root = Path(root)
+    path = root / f"{split}.jsonl"
+    if not path.is_file() and (root / "data" / f"{split}.jsonl").is_file():
+        root, path = root / "data", root / "data" / f"{split}.jsonl"
+    if not path.is_file():
+        have = sorted(p.stem for p in root.glob("*.jsonl")) if root.is_dir() else []
+        raise FileNotFoundError(f"no Hateful Memes split {split!r} at {path}; found: {', '.join(have) or 'nothing'}")
+    report = _Collector(strict, problems)
+
+    def items() -> Iterator[tuple[Item, Path, int]]:
+        for n, rec in _jsonl(path, report):
+            try:
+                yield _meme(rec, root, path, n, check_images), path, n
+            except InputError as exc:
+                report(exc)
+
+    return _unique(items(), report)
+
+
+def _meme(rec: dict[str, Any], root: Path, path: Path, line: int, check_images: bool) -> Item:
+    missing = [k for k in ("id", "img", "text") if k not in rec]
+    if missing:
+        raise InputError(f"missing field(s) {', '.join(missing)}", path=path, line=line)
+    item_id = str(rec["id"])
+    label = rec.get("label")
+    if label is not None:
+        if str(label) not in ("0", "1"):
+            raise InputError(f"unknown label {label!r} (expected 0 or 1)", path=path, line=line, item=item_id)
+        label = HATEFUL if str(label) == "1" else NOT_HATEFUL
+    image = _image(root, str(rec["img"]), path, line, item_id, check_images)
+    return Item(item_id, str(rec["text"]), image, label, {"source": str(path), "line": line})
+
+
+# MM-IMDB ------------------------------------------------------------------------------------
+
+
+def _mmimdb_root(root: Path) -> Path:
+    for cand in (root, root / "mmimdb"):
+        if (cand / "split.json").is_file() and (cand / "dataset").is_dir():
+            return cand
+    raise FileNotFoundError(f"no MM-IMDB at {root}: expected split.json and dataset/ there or under {root / 'mmimdb'}")
+
+
+def _plot(plots: Any, how: str) -> str:
+    if isinstance(plots, str):
+        return plots
+    plots = [str(p) for p in plots or [] if str(p).strip()]
+    if not plots:
+        return ""
+    if how == "longest":
+        return max(plots, key=len)
+    if how == "all":
+        return "\n\n".join(plots)
+    return plots[0]
+
+
+def mmimdb_label(genres: Iterable[str], task: str) -> str | list[str] | None:
+    """drama_comedy: "drama", "comedy", "both", or None when neither; genres: the known genres present."""
+    names = {str(g).strip().lower() for g in genres}
+    if task == "genres":
+        return [g for g in MMIMDB_GENRES if g in names]
+    drama, comedy = "drama" in names, "comedy" in names
+    if drama and comedy:
+        return "both"
+    return "drama" if drama else "comedy" if comedy else None
+
+
+def read_mmimdb(root: str | Path, split: str = "dev", task: str = "drama_comedy", strict: bool = False,
+                problems: list[InputError] | None = None, plot: str = "first", check_images: bool = True) -> list[Item]:
+    """Arevalo's layout: `split.json` (train/dev/test id lists), `dataset/<id>.json` and `<id>.jpeg`.
+
+    `plot` picks which of a movie's plot summaries becomes the text (default the first one, the
+    IMDb synopsis the others elaborate). For task "drama_comedy" only movies with drama and/or
+    comedy among their genres are kept; for "genres" the label is the list of the 23 genres.
+    """
+    if task not in ("drama_comedy", "genres"):
+        raise ValueError(f"unknown MM-IMDB task {task!r}; use drama_comedy or genres")
+    if plot not in PLOT_CHOICES:
+        raise ValueError(f"plot must be one of {', '.join(PLOT_CHOICES)}")
+    root = _mmimdb_root(Path(root))
+    split_file = root / "split.json"
+    try:
+        splits = json.loads(split_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON ({exc.msg})", path=split_file, line=exc.lineno) from None
+    if split not in splits:
+        raise InputError(f"no split {split!r}; it has {', '.join(splits)}", path=split_file)
+    report = _Collector(strict, problems)
+
+    def items() -> Iterator[tuple[Item, Path, None]]:
+        for raw_id in splits[split]:
+            try:
+                item = _movie(root, str(raw_id), task, plot, check_images)
+            except InputError as exc:
+                report(exc)
+                continue
+            if item is not None:
+                yield item, split_file, None
+
+    return _unique(items(), report)
+
+
+def _movie(root: Path, item_id: str, task: str, plot: str, check_images: bool) -> Item | None:
+    path = safe_path(root / "dataset", f"{item_id}.json")
+    if not path.is_file():
+        raise InputError(f"listed in split.json but {path} does not exist", path=root / "split.json", item=item_id)
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON ({exc.msg})", path=path, line=exc.lineno, item=item_id) from None
+    if "genres" not in rec or "plot" not in rec:
+        raise InputError("missing field plot or genres", path=path, item=item_id)
+    label = mmimdb_label(rec["genres"], task)
+    if label is None:
+        return None
+    text = _plot(rec["plot"], plot)
+    if not text:
+        raise InputError("empty plot", path=path, item=item_id)
+    image = _image(root / "dataset", f"{item_id}.jpeg", path, None, item_id, check_images)
+    meta = {"source": str(path), "genres": list(rec["genres"]), "title": rec.get("title")}
+    return Item(item_id, text, image, label, meta)
+
+
+# XNLI ---------------------------------------------------------------------------------------
+
+
+def nli_text(premise: str, hypothesis: str) -> str:
+    return f"Premise: {premise}\nHypothesis: {hypothesis}"
+
+
+def read_xnli(path: str | Path, languages: Iterable[str] | str | None = ("en",), strict: bool = False,
+              problems: list[InputError] | None = None) -> list[Item]:
+    """An XNLI-style TSV (header; columns language, gold_label, sentence1, sentence2; no quoting).
+
+    Ids are `<language>-<pairID>` (pairID is shared by the translations of one pair). A requested
+    language with no rows is an error; XNLI has no Dutch, so a Dutch set must be the user's own file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no NLI file at {path}")
+    if isinstance(languages, str):
+        languages = [x.strip() for x in languages.split(",") if x.strip()]
+    wanted = None if languages is None else [lang.lower() for lang in languages]
+    report = _Collector(strict, problems)
+    found: dict[str, int] = {}
+
+    def items() -> Iterator[tuple[Item, Path, int]]:
+        with open(path, encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
+            header = next(reader, None) or []
+            missing = [c for c in ("language", "gold_label", "sentence1", "sentence2") if c not in header]
+            if missing:
+                raise InputError(f"header lacks column(s) {', '.join(missing)}", path=path, line=1)
+            for row in reader:
+                n = reader.line_num
+                if not any(cell.strip() for cell in row):
+                    continue
+                if len(row) != len(header):
+                    report(InputError(f"expected {len(header)} tab-separated fields, got {len(row)}", path=path, line=n))
+                    continue
+                rec = dict(zip(header, row))
+                lang = rec["language"].strip().lower()
+                found[lang] = found.get(lang, 0) + 1
+                if wanted is not None and lang not in wanted:
+                    continue
+                try:
+                    yield _pair(rec, lang, path, n), path, n
+                except InputError as exc:
+                    report(exc)
+
+    out = _unique(items(), report)
+    for lang in wanted or []:
+        if not found.get(lang):
+            raise InputError(_no_language(lang, found), path=path)
+    return out
+
+
+def _no_language(lang: str, found: dict[str, int]) -> str:
+    have = ", ".join(sorted(found)) or "none"
+    msg = f"no rows in language {lang!r} (file has: {have})"
+    if lang in ("nl", "nld", "dutch") and lang not in XNLI_LANGUAGES:
+        msg += "; XNLI has no Dutch: give your own NLI file with the same columns (language, gold_label, sentence1, sentence2)"
+    return msg
+
+
+def _pair(rec: dict[str, str], lang: str, path: Path, line: int) -> Item:
+    pair_id = (rec.get("pairID") or "").strip() or str(line)
+    item_id = f"{lang}-{pair_id}"
+    gold = rec["gold_label"].strip().lower()
+    if gold not in NLI_LABELS:
+        raise InputError(f"unknown label {rec['gold_label']!r} (expected {', '.join(NLI_LABELS)})", path=path, line=line, item=item_id)
+    premise, hypothesis = rec["sentence1"].strip(), rec["sentence2"].strip()
+    meta = {"premise": premise, "hypothesis": hypothesis, "language": lang, "source": str(path), "line": line}
+    return Item(item_id, nli_text(premise, hypothesis), None, gold, meta)
+
+
+# Generic JSONL / CSV -------------------------------------------------------------------------
+
+
+def _task_labels(task: Any) -> tuple[list[str] | None, bool]:
+    if task is None:
+        return None, False
+    labels = getattr(task, "labels", None)
+    if labels is None and isinstance(task, list | tuple):
+        labels = task
+    return (list(labels) if labels else None), bool(getattr(task, "multi_label", False))
+
+
+def _norm_label(raw: Any, labels: list[str] | None, multi: bool, path: Path, line: int, item_id: str) -> str | list[str] | None:
+    if raw is None or raw == "" or raw == []:
+        return None
+    if multi:
+        values = raw if isinstance(raw, list) else [v for v in str(raw).replace(";", "|").split("|")]
+        return [_one_label(v, labels, path, line, item_id) for v in values if str(v).strip()]
+    if isinstance(raw, list):
+        raise InputError("a list label needs a multi-label task", path=path, line=line, item=item_id)
+    return _one_label(raw, labels, path, line, item_id)
+
+
+def _one_label(raw: Any, labels: list[str] | None, path: Path, line: int, item_id: str) -> str:
+    value = str(raw).strip()
+    if labels is None:
+        return value
+    for label in labels:
+        if label.lower() == value.lower():
+            return label
+    raise InputError(f"unknown label {value!r} (task labels: {', '.join(labels)})", path=path, line=line, item=item_id)
+
+
+def _generic_records(path: Path, report: _Collector) -> Iterator[tuple[int, dict[str, Any]]]:
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        yield from _jsonl(path, report)
+        return
+    if path.suffix.lower() not in (".csv", ".tsv"):
+        raise InputError("expected a .jsonl or .csv file", path=path)
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        if "text" not in (reader.fieldnames or []):
+            raise InputError(f"header lacks a 'text' column (has: {', '.join(reader.fieldnames or [])})", path=path, line=1)
+        for row in reader:
+            if None in row:
+                report(InputError("more fields than the header has", path=path, line=reader.line_num))
+                continue
+            yield reader.line_num, row
+
+
+def read_generic(path: str | Path, task: Any = None, strict: bool = False, problems: list[InputError] | None = None,
+                 check_images: bool = True) -> list[Item]:
+    """A user's JSONL or CSV of {id, text, [image], [label]}; images relative to the file's folder.
+
+    `task` (a Task, or a list of labels) validates labels case-insensitively; a multi-label task
+    takes a JSON list, or in CSV labels joined by "|". A missing id becomes the line number.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no data file at {path}")
+    labels, multi = _task_labels(task)
+    report = _Collector(strict, problems)
+
+    def items() -> Iterator[tuple[Item, Path, int]]:
+        for n, rec in _generic_records(path, report):
+            try:
+                yield _generic(rec, path, n, labels, multi, check_images), path, n
+            except InputError as exc:
+                report(exc)
+
+    return _unique(items(), report)
+
+
+def _generic(rec: dict[str, Any], path: Path, line: int, labels: list[str] | None, multi: bool, check_images: bool) -> Item:
+    item_id = str(rec.get("id") or "").strip() or str(line)
+    text = rec.get("text")
+    if text is None or not str(text).strip():
+        raise InputError("missing or empty 'text'", path=path, line=line, item=item_id)
+    image = None
+    if rec.get("image"):
+        image = _image(path.parent, str(rec["image"]), path, line, item_id, check_images)
+    label = _norm_label(rec.get("label"), labels, multi, path, line, item_id)
+    extra = {k: v for k, v in rec.items() if k not in ("id", "text", "image", "label")}
+    return Item(item_id, str(text), image, label, {**extra, "source": str(path), "line": line})

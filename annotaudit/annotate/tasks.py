@@ -1,0 +1,217 @@
+"""Tasks as data: prompt, labels, verbalizers for score mode, and the patterns that pull a label out
+of free text. Built-ins follow Mohta et al. 2023; a user's task is a ten-line YAML or TOML file."""
+
+from __future__ import annotations
+
+import re
+import string
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from annotaudit.core.errors import InputError
+
+from . import readers
+
+NOANSWER = "NOANSWER"
+DATASETS = ("hateful_memes", "mmimdb", "xnli", "generic")
+
+
+@dataclass
+class Task:
+    """What to ask, which answers count, and how to recognise them in a model's reply.
+
+    patterns: label -> regexes, matched whole-word and case-insensitively (default: the label).
+    negated: label -> label a negated mention counts as ("not hateful" -> not_hateful); a negated
+      mention of a label not listed here is simply ignored.
+    combine: label -> labels whose joint mention means it (drama + comedy -> both).
+    """
+
+    name: str
+    labels: list[str]
+    prompt: str
+    verbalizers: dict[str, str] = field(default_factory=dict)
+    patterns: dict[str, list[str]] = field(default_factory=dict)
+    negated: dict[str, str] = field(default_factory=dict)
+    combine: dict[str, list[str]] = field(default_factory=dict)
+    multi_label: bool = False
+    dataset: str = "generic"
+    positive: str | None = None  # the label whose probability gives AUROC on binary tasks
+    options: dict[str, Any] = field(default_factory=dict)  # reader options (e.g. MM-IMDB task)
+
+    def __post_init__(self) -> None:
+        self.labels = [str(x) for x in self.labels]
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ValueError(f"task {self.name!r}: needs two or more distinct labels")
+        for key in ("verbalizers", "patterns", "negated", "combine"):
+            unknown = [k for k in getattr(self, key) if k not in self.labels]
+            if unknown:
+                raise ValueError(f"task {self.name!r}: {key} names unknown label(s) {', '.join(unknown)}")
+        self.verbalizers = {lab: str(self.verbalizers.get(lab, lab.replace("_", " ").capitalize())) for lab in self.labels}
+        self.patterns = {lab: _as_list(self.patterns.get(lab)) or [_word(lab)] for lab in self.labels}
+        if self.dataset not in DATASETS:
+            raise ValueError(f"task {self.name!r}: dataset must be one of {', '.join(DATASETS)}")
+        fields = {f for _, f, _, _ in string.Formatter().parse(self.prompt) if f}
+        if "text" not in fields and not fields & {"premise", "hypothesis"}:
+            raise ValueError(f"task {self.name!r}: the prompt needs a {{text}} placeholder")
+
+    def render(self, item: readers.Item) -> str:
+        """The prompt for one item; placeholders are {text} and any field of item.meta."""
+        values = {**{k: v for k, v in item.meta.items() if isinstance(v, str | int | float)}, "text": item.text, "id": item.id}
+        try:
+            return self.prompt.format_map(values)
+        except KeyError as exc:
+            raise InputError(f"prompt placeholder {exc} has no value for this item", item=item.id) from None
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "labels": self.labels, "prompt": self.prompt, "verbalizers": self.verbalizers,
+                "patterns": self.patterns, "negated": self.negated, "combine": self.combine, "multi_label": self.multi_label}
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(v) for v in (value if isinstance(value, list | tuple) else [value])]
+
+
+def _word(label: str) -> str:
+    """The label itself as a pattern; underscores match a space, a hyphen or nothing."""
+    import regex
+
+    return regex.escape(label).replace("_", "[ _-]?")
+
+
+# built-in tasks -------------------------------------------------------------------------------
+
+GENRE_PATTERNS = {
+    "sci-fi": [r"sci[- ]?fi", r"science[- ]fiction"],
+    "film-noir": [r"film[- ]noir", r"noir"],
+    "biography": [r"biography", r"biographical", r"biopic"],
+    "romance": [r"romance", r"romantic"],
+    "comedy": [r"comedy", r"comedies", r"comedic", r"rom[- ]com"],
+    "drama": [r"drama", r"dramas", r"dramedy"],
+    "documentary": [r"documentary", r"documentaries"],
+    "animation": [r"animation", r"animated"],
+    "thriller": [r"thriller", r"thrillers"],
+    "western": [r"western", r"westerns"],
+    "musical": [r"musical", r"musicals"],
+    "war": [r"war film", r"war movie", r"war drama", r"war"],
+    "sport": [r"sports?"],
+    "short": [r"short film", r"short"],
+    "horror": [r"horror"],
+    "family": [r"family film", r"family movie", r"family"],
+}
+
+
+def builtin_tasks() -> dict[str, Task]:
+    """The study's three datasets (and MM-IMDB's full 23-genre task)."""
+    hateful = Task(
+        name="hateful_memes", dataset="hateful_memes", labels=[readers.HATEFUL, readers.NOT_HATEFUL],
+        prompt="{text}\nIs the text above hateful?",
+        verbalizers={readers.HATEFUL: "Yes", readers.NOT_HATEFUL: "No"},
+        patterns={
+            readers.HATEFUL: [r"^yes", r"hateful", r"hate[- ]speech", r"hatred"],
+            readers.NOT_HATEFUL: [r"^no", r"harmless", r"benign", r"non[- ]hateful"],
+        },
+        negated={readers.HATEFUL: readers.NOT_HATEFUL},
+        positive=readers.HATEFUL,
+    )
+    mmimdb = Task(
+        name="mmimdb", dataset="mmimdb", labels=["drama", "comedy", "both"],
+        prompt="{text}\nIdentify the genre of this movie? Options: drama, comedy or both. Provide short answers.",
+        verbalizers={"drama": "Drama", "comedy": "Comedy", "both": "Both"},
+        patterns={
+            "drama": GENRE_PATTERNS["drama"][:2],
+            "comedy": GENRE_PATTERNS["comedy"],
+            "both": [r"^both", r"both(?=[^.]*\b(?:drama|comed))", r"dramedy", r"(?:drama|comedy)[ -](?:drama|comedy)"],
+        },
+        combine={"both": ["drama", "comedy"]},
+        options={"task": "drama_comedy"},
+    )
+    genres = Task(
+        name="mmimdb_genres", dataset="mmimdb", labels=list(readers.MMIMDB_GENRES), multi_label=True,
+        prompt="{text}\nIdentify the genres of this movie. Options: " + ", ".join(readers.MMIMDB_GENRES)
+        + ". List every genre that applies. Provide short answers.",
+        patterns={g: GENRE_PATTERNS.get(g, [_word(g)]) for g in readers.MMIMDB_GENRES},
+        options={"task": "genres"},
+    )
+    xnli = Task(
+        name="xnli", dataset="xnli", labels=list(readers.NLI_LABELS),
+        prompt="Premise: {premise}\nHypothesis: {hypothesis}\nWhat is the relation between the premise and the hypothesis? "
+        "Options: entailment, neutral or contradiction. Provide short answers.",
+        verbalizers={"entailment": "Entailment", "neutral": "Neutral", "contradiction": "Contradiction"},
+        patterns={
+            "entailment": [r"entailment", r"entails?", r"entailed"],
+            "neutral": [r"neutral"],
+            "contradiction": [r"contradiction", r"contradicts?", r"contradictory", r"contradicted"],
+        },
+    )
+    return {t.name: t for t in (hateful, mmimdb, genres, xnli)}
+
+
+# task files -----------------------------------------------------------------------------------
+
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: labels `yes`/`no`/`on`/`off` stay strings; only true/false are booleans."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"] for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+TASK_KEYS = {"name", "labels", "prompt", "verbalizers", "patterns", "negated", "combine", "multi_label", "dataset", "positive", "options"}
+
+
+def load_task_file(path: str | Path) -> Task:
+    """A YAML (.yaml/.yml) or TOML (.toml) file with at least `prompt` and `labels`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no task file at {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.load(text, Loader=_YamlLoader)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"malformed TOML: {exc}", path=path) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(f"malformed YAML: {getattr(exc, 'problem', exc)}", path=path, line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise InputError("a task file is a mapping with prompt and labels", path=path)
+    unknown = sorted(set(data) - TASK_KEYS)
+    missing = [k for k in ("prompt", "labels") if k not in data]
+    if unknown or missing:
+        problem = f"unknown key(s) {', '.join(unknown)}" if unknown else f"missing key(s) {', '.join(missing)}"
+        raise InputError(f"{problem}; keys are {', '.join(sorted(TASK_KEYS))}", path=path)
+    data.setdefault("name", path.stem)
+    try:
+        return Task(**data)
+    except (TypeError, ValueError) as exc:
+        raise InputError(str(exc), path=path) from None
+
+
+def get_task(name_or_path: str | Path) -> Task:
+    """A built-in task by name, or a task file by path."""
+    tasks = builtin_tasks()
+    if str(name_or_path) in tasks:
+        return tasks[str(name_or_path)]
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".yaml", ".yml", ".toml") or path.exists():
+        return load_task_file(path)
+    raise InputError(f"unknown task {str(name_or_path)!r}; built-in: {', '.join(tasks)}, or a .yaml/.toml task file")
+
+
+def read_items(task: Task, data: str | Path, split: str | None = None, languages: list[str] | None = None,
+               strict: bool = False, problems: list[InputError] | None = None, check_images: bool = True) -> list[readers.Item]:
+    """Read the task's dataset with the reader its format needs."""
+    if task.dataset == "hateful_memes":
+        return readers.read_hateful_memes(data, split or "test_unseen", strict=strict, problems=problems, check_images=check_images)
+    if task.dataset == "mmimdb":
+        return readers.read_mmimdb(data, split or "dev", task=task.options.get("task", "drama_comedy"), strict=strict,
+                                   problems=problems, plot=task.options.get("plot", "first"), check_images=check_images)
+    if task.dataset == "xnli":
+        return readers.read_xnli(data, languages or ["en"], strict=strict, problems=problems)
+    return readers.read_generic(data, task, strict=strict, problems=problems, check_images=check_images)

@@ -1,0 +1,253 @@
+"""POPE (Li et al., 2023): question files, prompts in English and Italian, answer parsers and metrics.
+
+Building question sets lives in audit.pope_build, running a model in audit.pope_run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from annotaudit.core.errors import InputError, iter_jsonl
+
+SETTINGS = ("random", "popular", "adversarial")
+LANGUAGES = ("en", "it")
+DEFAULT_IMAGE_PATTERN = "COCO_val2014_{id:012d}.jpg"
+
+# The paper's four templates (its prompt-sensitivity study); the first is the standard one.
+TEMPLATES: dict[str, list[str]] = {
+    "en": [
+        "Is there {obj} in the image?",
+        "Does the image contain {obj}?",
+        "Have you noticed {obj} in the image?",
+        "Can you see {obj} in the image?",
+    ],
+    "it": [
+        "C'è {obj} nell'immagine?",
+        "L'immagine contiene {obj}?",
+        "Hai notato {obj} nell'immagine?",
+        "Riesci a vedere {obj} nell'immagine?",
+    ],
+}
+
+# What a yes and a no look like as the answer's first token, for score mode.
+CANDIDATES = {"en": ("Yes", "No"), "it": ("Sì", "No")}
+
+
+# Italian ---------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=1)
+def italian_table() -> dict[str, dict[str, str]]:
+    """The 80 COCO categories in Italian: name, gender, plural and indefinite article."""
+    path = Path(__file__).with_name("data") / "coco_categories_it.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+_USO = re.compile(r"^(s[^aeiouàèéìòù]|z|gn|ps|pn|x|y|i[aeiou])", re.IGNORECASE)
+
+
+def italian_article(word: str, gender: str) -> str:
+    """The indefinite article Italian grammar gives a noun phrase: un, uno, una or un'."""
+    vowel = word[:1].lower() in "aeiouàèéìòùh"
+    if gender == "f":
+        return "un'" if vowel else "una"
+    return "uno" if _USO.match(word) else "un"
+
+
+def italian_phrase(obj: str, words: str | None = None) -> str:
+    """'un cane', 'uno zaino', "un'arancia" for a COCO category name; `words` replaces the bare noun
+    ('aquilone rosso') and keeps the noun's article."""
+    entry = italian_table().get(obj)
+    if entry is None:
+        raise InputError(f"object {obj!r} is not in the Italian table of COCO categories (audit/data/coco_categories_it.json)")
+    art, words = entry["article"], words or entry["it"]
+    return f"{art}{words}" if art.endswith("'") else f"{art} {words}"
+
+
+def english_phrase(obj: str) -> str:
+    """'a dog', 'an apple', as the published POPE files write them."""
+    return f"{'an' if obj[:1].lower() in 'aeiou' else 'a'} {obj}"
+
+
+def question_text(obj: str, language: str = "en", variant: int = 0) -> str:
+    """One POPE question for an English category name, in the given language and template."""
+    if language not in TEMPLATES:
+        raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
+    phrase = italian_phrase(obj) if language == "it" else english_phrase(obj)
+    return TEMPLATES[language][variant].format(obj=phrase)
+
+
+def _patterns() -> list[tuple[str, re.Pattern[str]]]:
+    out = []
+    for lang, templates in TEMPLATES.items():
+        for t in templates:
+            body = re.escape(t).replace(re.escape("{obj}"), "(?P<obj>.+?)")
+            out.append((lang, re.compile("^" + body + "$", re.IGNORECASE)))
+    return out
+
+
+_PATTERNS = _patterns()
+_EN_ARTICLE = re.compile(r"^(an?|the)\s+", re.IGNORECASE)
+_IT_ARTICLE = re.compile(r"^(un'|uno\s+|una\s+|un\s+)", re.IGNORECASE)
+
+
+def parse_question(text: str) -> tuple[str, str] | None:
+    """(language, English object) of a question in one of the templates; None when it is in none.
+
+    Survives the published files' 'an traffic light'.
+    """
+    text = text.strip()
+    for lang, pat in _PATTERNS:
+        m = pat.match(text)
+        if not m:
+            continue
+        phrase = m.group("obj").strip()
+        if lang == "en":
+            return lang, _EN_ARTICLE.sub("", phrase)
+        name = _IT_ARTICLE.sub("", phrase)
+        for en, entry in italian_table().items():
+            if entry["it"].lower() == name.lower():
+                return lang, en
+        return lang, name
+    return None
+
+
+# Reading files ---------------------------------------------------------------------------------
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of each non-blank line; CRLF and a UTF-8 BOM are fine."""
+    out = list(iter_jsonl(path))
+    if not out:
+        raise InputError("no records", path=path)
+    return out
+
+
+def read_questions(path: str | Path) -> list[dict[str, Any]]:
+    """POPE questions: question_id, image, text, label ('yes'/'no'); extra fields are kept."""
+    questions, seen = [], set()
+    for n, rec in read_jsonl(path):
+        for field in ("question_id", "image", "text", "label"):
+            if field not in rec:
+                raise InputError(f"missing field {field!r}", path=path, line=n)
+        label = str(rec["label"]).strip().lower()
+        if label not in ("yes", "no"):
+            raise InputError(f"label must be 'yes' or 'no', not {rec['label']!r}", path=path, line=n)
+        if rec["question_id"] in seen:
+            raise InputError(f"question_id {rec['question_id']!r} appears twice", path=path, line=n)
+        seen.add(rec["question_id"])
+        questions.append({**rec, "label": label, "_line": n})
+    return questions
+
+
+def read_answers(path: str | Path) -> list[dict[str, Any]]:
+    """Answer records carrying 'answer' (POPE's own format) or 'text'."""
+    out = []
+    for n, rec in read_jsonl(path):
+        text = rec.get("answer", rec.get("text"))
+        if text is None:
+            raise InputError("an answer line needs 'answer' or 'text'", path=path, line=n)
+        out.append({**rec, "_answer": "" if text is None else str(text), "_line": n})
+    return out
+
+
+def pair_answers(questions: list[dict], answers: list[dict], answers_path: str | Path = "answers") -> list[tuple[dict, str]]:
+    """Pair by question_id when both files have it, otherwise by line order as POPE does."""
+    if all("question_id" in a for a in answers):
+        by_id = {str(a["question_id"]): a for a in answers}
+        known = {str(q["question_id"]) for q in questions}
+        for a in answers:
+            if str(a["question_id"]) not in known:
+                raise InputError(f"question_id {a['question_id']!r} is not in the questions file", path=answers_path, line=a["_line"])
+        missing = [q for q in questions if str(q["question_id"]) not in by_id]
+        if missing:
+            raise InputError(f"{len(missing)} questions have no answer (first: question_id {missing[0]['question_id']!r})", path=answers_path)
+        return [(q, by_id[str(q["question_id"])]["_answer"]) for q in questions]
+    if len(answers) != len(questions):
+        raise InputError(f"{len(answers)} answers for {len(questions)} questions; without question_id they pair by line order", path=answers_path)
+    return [(q, a["_answer"]) for q, a in zip(questions, answers)]
+
+
+# Parsers ---------------------------------------------------------------------------------------
+
+_NO_WORDS = {"en": ("No", "not", "no"), "it": ("No", "not", "no", "Non", "non")}
+
+
+def parse_pope(text: str, language: str = "en") -> str:
+    """POPE's evaluate.py: text before the first '.', commas dropped, split on spaces; 'No', 'not'
+    or 'no' among the words means no, anything else (empty included) yes. Italian adds 'Non'/'non'."""
+    words = text.split(".")[0].replace(",", "").split(" ")
+    return "no" if any(w in _NO_WORDS[language] for w in words) else "yes"
+
+
+_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
+_YES = {"en": {"yes"}, "it": {"yes", "sì", "si"}}
+_NO = {"en": {"no"}, "it": {"no", "non"}}
+
+
+def parse_strict(text: str, language: str = "en") -> str:
+    """The first word alone decides: yes (sì), or no (non); anything else is 'unknown', counted wrong."""
+    words = _WORD.findall(text.lower())
+    if words and words[0] in _YES[language]:
+        return "yes"
+    if words and words[0] in _NO[language]:
+        return "no"
+    return "unknown"
+
+
+def parse_vlmevalkit(text: str, language: str = "en") -> str:
+    """VLMEvalKit's rule for yes/no benchmarks: lowercase words; yes without no is yes, no without
+    yes is no, both or neither 'unknown', counted wrong. 'not' alone decides nothing."""
+    words = set(_WORD.findall(text.lower()))
+    yes, no = bool(words & _YES[language]), bool(words & _NO[language])
+    if yes and not no:
+        return "yes"
+    if no and not yes:
+        return "no"
+    return "unknown"
+
+
+PARSERS = {"pope": parse_pope, "strict": parse_strict, "vlmevalkit": parse_vlmevalkit}
+
+
+def get_parser(name: str):
+    if name not in PARSERS:
+        raise InputError(f"unknown parser {name!r}; choose one of {', '.join(PARSERS)}")
+    return PARSERS[name]
+
+
+# Metrics ---------------------------------------------------------------------------------------
+
+def metrics(labels: list[str], predictions: list[str]) -> dict[str, Any]:
+    """Accuracy, precision, recall, F1 (positive class yes) and yes-ratio as fractions, with counts.
+
+    A prediction that is neither yes nor no counts as wrong and as not-yes."""
+    tp = sum(1 for y, p in zip(labels, predictions) if y == "yes" and p == "yes")
+    fp = sum(1 for y, p in zip(labels, predictions) if y == "no" and p == "yes")
+    tn = sum(1 for y, p in zip(labels, predictions) if y == "no" and p == "no")
+    fn = sum(1 for y, p in zip(labels, predictions) if y == "yes" and p != "yes")
+    unknown = sum(1 for p in predictions if p not in ("yes", "no"))
+    n = len(labels)
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": (tp + tn) / n if n else 0.0,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": (tp + fp) / n if n else 0.0,
+        "n": n, "tp": tp, "fp": fp, "tn": tn, "fn": fn, "unknown": unknown,
+    }
+
+
+def score_answers(questions_path: str | Path, answers_path: str | Path, parser: str = "pope", language: str = "en") -> dict[str, Any]:
+    """Metrics of an answers file against a questions file, POPE's way by default."""
+    parse = get_parser(parser)
+    if language not in LANGUAGES:
+        raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
+    pairs = pair_answers(read_questions(questions_path), read_answers(answers_path), answers_path)
+    result = metrics([q["label"] for q, _ in pairs], [parse(a, language) for _, a in pairs])
+    return {**result, "parser": parser, "language": language}

@@ -1,0 +1,280 @@
+"""Training and evaluation over accelerate: the same loop on a CPU, one GPU or many.
+
+AdamW with linear warmup and decay, early stopping on the task's dev metric, the best model saved as
+safetensors, and a checkpoint (model, optimizer, scheduler, trainer state) after every epoch, so a
+killed run resumes from its last finished epoch. Each epoch reseeds from (seed, epoch), so a resumed
+run follows the same path as one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from annotaudit.core.errors import InputError
+from annotaudit.core.runs import RunDir, console, progress, read_json
+from annotaudit.models.base import load_image
+
+from .data import Example, TaskSpec
+from .metrics import decide, target_array, task_metrics
+from .mmbt import MMBT, WEIGHTS_FILE, MMBTConfig, SequenceBuilder, load_encoders, save_classifier, uses_segments
+
+OUTPUTS = ["model", "checkpoint", "checkpoint.old", "history.jsonl", "metrics.json", "test_predictions.jsonl"]
+
+
+@dataclass
+class TrainConfig:
+    """Encoders and training flags; the defaults follow the study (BERT-base, ResNet-152, 3 image tokens)."""
+
+    text_encoder: str = "bert-base-uncased"
+    image_encoder: str = "microsoft/resnet-152"
+    num_image_embeds: int = 3
+    max_length: int = 128
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    patience: int = 3
+    freeze_text_epochs: int = 0
+    freeze_image_epochs: int = 1
+    seed: int = 0
+    cpu: bool = False
+
+
+class Batcher:
+    """Turns examples into model inputs; caches pooled image features while the image encoder is frozen."""
+
+    def __init__(self, task: TaskSpec, builder: SequenceBuilder, processor: Any, device: torch.device):
+        self.task, self.builder, self.processor, self.device = task, builder, processor, device
+        self.encoded: dict[str, dict[str, Any]] = {}
+        self.features: dict[str, torch.Tensor] = {}
+
+    def encode(self, ex: Example) -> dict[str, Any]:
+        if ex.id not in self.encoded:
+            self.encoded[ex.id] = self.builder.encode(ex.text, ex.image is not None, ex.text_pair)
+        return self.encoded[ex.id]
+
+    def pixels(self, examples: list[Example]) -> torch.Tensor:
+        images = []
+        for ex in examples:
+            try:
+                images.append(load_image(ex.image))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read image {ex.image}: {exc}", item=ex.id) from None
+        return self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+
+    def cached_features(self, model: MMBT, examples: list[Example]) -> torch.Tensor:
+        todo = [ex for ex in examples if str(ex.image) not in self.features]
+        if todo:
+            with torch.no_grad():
+                feats = model.image_features(self.pixels(todo))
+            for ex, f in zip(todo, feats):
+                self.features[str(ex.image)] = f
+        return torch.stack([self.features[str(ex.image)] for ex in examples])
+
+    def inputs(self, model: MMBT, examples: list[Example], frozen_image: bool, with_labels: bool = True) -> dict[str, torch.Tensor]:
+        batch = {k: v.to(self.device) for k, v in self.builder.collate([self.encode(ex) for ex in examples]).items()}
+        with_image = [ex for ex in examples if ex.image is not None]
+        if with_image:
+            if frozen_image:
+                batch["image_feats"] = self.cached_features(model, with_image)
+            else:
+                batch["pixel_values"] = self.pixels(with_image)
+        if with_labels:
+            batch["labels"] = torch.as_tensor(target_array(self.task, [ex.target for ex in examples])).to(self.device)
+        return batch
+
+
+def positive_weights(task: TaskSpec, examples: list[Example]) -> torch.Tensor:
+    """Negatives over positives per class, as BCE's pos_weight; a class never seen gets weight 1."""
+    y = target_array(task, [ex.target for ex in examples]).astype(np.float64)
+    pos = y.sum(axis=0)
+    neg = len(y) - pos
+    return torch.tensor(np.where(pos > 0, neg / np.maximum(pos, 1), 1.0), dtype=torch.float32)
+
+
+@torch.no_grad()
+def predict_probs(model: MMBT, batcher: Batcher, examples: list[Example], batch_size: int, frozen_image: bool = True) -> np.ndarray:
+    """Class probabilities for examples, in order; features cached when the image encoder is frozen."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        logits = model(**batcher.inputs(model, chunk, frozen_image, with_labels=False))["logits"]
+        out.append(model.probabilities(logits).float().cpu().numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros((0, len(model.config.labels)))
+
+
+# checkpoints -------------------------------------------------------------------------------
+
+
+def save_checkpoint(folder: Path, model: MMBT, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> None:
+    """Everything to resume, as safetensors plus JSON; swapped in whole so a kill leaves one intact copy."""
+    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / WEIGHTS_FILE))
+    opt = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in opt["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{key}"] = value
+    save_file(tensors, str(tmp / "optimizer.safetensors"))
+    meta = {"param_groups": opt["param_groups"], "optimizer_scalars": scalars, "scheduler": scheduler.state_dict(), "trainer": state}
+    (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path, model: MMBT, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any] | None:
+    """Restore the last checkpoint into model, optimizer and scheduler; the trainer state, or None."""
+    old = folder.with_name(folder.name + ".old")
+    folder = folder if (folder / "state.json").is_file() else old
+    if not (folder / "state.json").is_file():
+        return None
+    meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    load_model(model, str(folder / WEIGHTS_FILE))
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in {**load_file(str(folder / "optimizer.safetensors")), **meta["optimizer_scalars"]}.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict(meta["scheduler"])
+    return meta["trainer"]
+
+
+# training ----------------------------------------------------------------------------------
+
+
+def _score(task: TaskSpec, metrics: dict[str, float]) -> list[float]:
+    """The primary dev metric, ties broken by the others (AUROC saturates long before accuracy does)."""
+    names = [task.primary] + [m for m in task.metrics if m != task.primary]
+    return [-math.inf if metrics.get(m) is None or metrics[m] != metrics[m] else metrics[m] for m in names]
+
+
+def _batches(n: int, batch_size: int, seed: int, epoch: int, process: int, processes: int) -> list[list[int]]:
+    """This process's share of a (seed, epoch)-shuffled order; every process gets the same count."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    if processes > 1:
+        batches = batches[: max(processes, len(batches) - len(batches) % processes)]
+        batches = [batches[i % len(batches)] for i in range(len(batches) + (-len(batches)) % processes)]
+    return batches[process::processes]
+
+
+def train_classifier(task: TaskSpec, train: list[Example], dev: list[Example], test: list[Example], cfg: TrainConfig,
+                     out: str | Path, force: bool = False, extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train MMBT, stop early on dev, evaluate the best model on test; returns (and writes) metrics.json."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from transformers import get_linear_schedule_with_warmup
+
+    out = Path(out)
+    config = {"task": task.name, **asdict(cfg), **(extra_config or {})}
+    config.pop("cpu")
+    run = RunDir(out, config, force=force, outputs=OUTPUTS)
+    if (out / "metrics.json").is_file():
+        return read_json(out / "metrics.json")
+    accelerator = Accelerator(cpu=cfg.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    set_seed(cfg.seed)
+    has_images = any(ex.image is not None for ex in train + dev + test)
+    text_model, tokenizer, image_model, processor = load_encoders(cfg.text_encoder, cfg.image_encoder if has_images else None)
+    mcfg = MMBTConfig(list(task.labels), task.multi_label, cfg.num_image_embeds, cfg.max_length, task=task.name,
+                      text_encoder=cfg.text_encoder, image_encoder=cfg.image_encoder if has_images else None)
+    model = MMBT(text_model, image_model, mcfg)
+    if task.multi_label:
+        model.pos_weight.copy_(positive_weights(task, train))
+    builder = SequenceBuilder(tokenizer, cfg.num_image_embeds, cfg.max_length, uses_segments(text_model))
+    batcher = Batcher(task, builder, processor, accelerator.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(_batches(len(train), cfg.batch_size, cfg.seed, 0, accelerator.process_index, accelerator.num_processes))
+    total = max(1, steps_per_epoch * cfg.epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    state = load_checkpoint(out / "checkpoint", model, optimizer, scheduler) or {"epoch": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "best_dev": {}}
+    if state["epoch"]:
+        console.print(f"resuming {out} after epoch {state['epoch']}")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core: MMBT = accelerator.unwrap_model(model)
+    history = run.log("history.jsonl", key="epoch")
+    started, seen = time.time(), 0
+    for epoch in range(state["epoch"], cfg.epochs):
+        if state["bad_epochs"] >= cfg.patience:
+            break
+        set_seed(cfg.seed * 100_003 + epoch)
+        frozen_image = epoch < cfg.freeze_image_epochs
+        if not frozen_image:
+            batcher.features.clear()  # the image encoder changes from here on
+        core.freeze(text=epoch < cfg.freeze_text_epochs, image=frozen_image)
+        model.train()
+        losses = []
+        batches = _batches(len(train), cfg.batch_size, cfg.seed, epoch, accelerator.process_index, accelerator.num_processes)
+        with progress(f"epoch {epoch + 1}/{cfg.epochs}", len(batches)) as advance:
+            for idx in batches:
+                inputs = batcher.inputs(core, [train[i] for i in idx], frozen_image)
+                loss = model(**inputs)["loss"]
+                accelerator.backward(loss)
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+                losses.append(float(loss.detach()))
+                seen += len(idx)
+                advance(1)
+        dev_metrics = task_metrics(task, predict_probs(core, batcher, dev, cfg.batch_size, frozen_image), [ex.target for ex in dev])
+        score = _score(task, dev_metrics)
+        improved = state["best"] is None or score > state["best"]
+        if improved:
+            state.update(best=score, best_epoch=epoch + 1, bad_epochs=0, best_dev=dev_metrics)
+            if accelerator.is_main_process:
+                save_classifier(core, out / "model", tokenizer, processor)
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if accelerator.is_main_process:
+            history.append([{"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None, **{f"dev_{k}": v for k, v in dev_metrics.items()}}])
+            save_checkpoint(out / "checkpoint", core, optimizer, scheduler, state)
+        accelerator.wait_for_everyone()
+        console.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, dev {task.primary} {dev_metrics[task.primary]:.4f}{' (best)' if improved else ''}")
+    return _finish(task, core, batcher, test, cfg, out, run, state, accelerator, seen / max(time.time() - started, 1e-9), len(train), len(dev))
+
+
+def _finish(task: TaskSpec, model: MMBT, batcher: Batcher, test: list[Example], cfg: TrainConfig, out: Path, run: RunDir,
+            state: dict[str, Any], accelerator: Any, throughput: float, n_train: int, n_dev: int) -> dict[str, Any]:
+    """Reload the best model, score the test split, write metrics.json and test predictions."""
+    load_model(model, str(out / "model" / WEIGHTS_FILE), strict=False)
+    batcher.features.clear()  # features of the best model, cached for this pass
+    probs = predict_probs(model, batcher, test, cfg.batch_size, frozen_image=True)
+    metrics = task_metrics(task, probs, [ex.target for ex in test])
+    result = {**metrics, "task": task.name, "primary": task.primary, "n_train": n_train, "n_dev": n_dev, "n_test": len(test),
+              "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "dev": state["best_dev"], "seed": cfg.seed}
+    if accelerator.is_main_process:
+        preds = decide(task, probs)
+        rows = [{"id": ex.id, "label": _plain(p), "human_label": _plain(ex.target), "probs": dict(zip(task.labels, map(float, row)))}
+                for ex, p, row in zip(test, preds, probs)]
+        (out / "test_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        run.write_json("metrics.json", result)
+        run.finish(train_items_per_s=round(throughput, 2), best_epoch=state["best_epoch"])
+    return result
+
+
+def _plain(label: str | tuple[str, ...]) -> str | list[str]:
+    return list(label) if isinstance(label, tuple) else label

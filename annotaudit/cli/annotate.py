@@ -1,0 +1,113 @@
+"""`annotate ...`: label a dataset zero-shot with an LLM or VLM (issue: annotate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Label a dataset zero-shot with an LLM or a VLM and measure it against human labels.", no_args_is_help=True)
+
+
+def _languages(value: str | None) -> list[str] | None:
+    return [x.strip() for x in value.split(",") if x.strip()] if value else None
+
+
+@app.command("run")
+def run(
+    task: str = typer.Option(..., help="hateful_memes, mmimdb, mmimdb_genres, xnli, or a .yaml/.toml task file."),
+    data: Path = typer.Option(..., help="Dataset folder (Hateful Memes, MM-IMDB), NLI .tsv, or your .jsonl/.csv."),
+    model: str = typer.Option(..., help="Registered model name, hf:<id or path>, or a local checkpoint."),
+    out: Path = typer.Option(..., help="Run directory: predictions.jsonl, metrics.json, run.json."),
+    split: str = typer.Option(None, help="Split (Hateful Memes: test_unseen by default; MM-IMDB: dev)."),
+    languages: str = typer.Option(None, help="NLI languages, comma-separated (default en)."),
+    limit: int = typer.Option(None, help="Only the first N items."),
+    mode: str = typer.Option("generate", help="generate (sample and extract) or score (rank label verbalizations)."),
+    samples: int = typer.Option(1, help="Samples per item; the majority label wins, agreement is the confidence."),
+    batch_size: int = typer.Option(8, help="Items per forward pass."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    max_new_tokens: int = typer.Option(1024, help="Longest reply (the study: 1024)."),
+    temperature: float = typer.Option(0.8, help="Sampling temperature (the study: 0.8)."),
+    top_p: float = typer.Option(0.9, help="Nucleus sampling mass (the study: 0.9)."),
+    greedy: bool = typer.Option(False, help="Greedy decoding instead of sampling."),
+    judge: str = typer.Option(None, help="A model that reads unanswered replies and picks a label (marked judged)."),
+    force: bool = typer.Option(False, help="Discard an old run in OUT that has another configuration."),
+    strict: bool = typer.Option(False, help="Stop at the first bad record instead of skipping it."),
+) -> None:
+    """Annotate a dataset; rerun the same command to resume after a crash.
+
+    Example: annotate run --task hateful_memes --data data/hateful_memes --model vicuna-7b-v1.5 --limit 100 --out runs/hm-vicuna
+    """
+    from annotaudit.annotate.run import RunConfig
+    from annotaudit.annotate.run import run as run_annotation
+
+    cfg = RunConfig(task=task, data=str(data), model=model, split=split, languages=_languages(languages), limit=limit, mode=mode,
+                    samples=samples, batch_size=batch_size, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
+                    top_p=top_p, do_sample=not greedy, judge=judge)
+    result = run_annotation(cfg, out, force=force, strict=strict)
+    if result:
+        _summary(result, out)
+
+
+def _summary(result: dict, out: Path) -> None:
+    console = Console()
+    parts = [f"n={result['n']}", f"answer rate={_f(result['answer_rate'])}"]
+    for key in ("accuracy_answered", "accuracy_all", "macro_f1", "kappa", "auroc"):
+        if result.get(key) is not None:
+            parts.append(f"{key}={_f(result[key])}")
+    if result.get("skipped"):
+        parts.append(f"skipped={result['skipped']} (see skipped.jsonl)")
+    console.print(" ".join(parts))
+    console.print(f"wrote {out / 'predictions.jsonl'} and {out / 'metrics.json'}")
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+@app.command("extract")
+def extract_cmd(
+    texts: list[str] = typer.Argument(..., help="Replies to read, one argument each."),
+    task: str = typer.Option(..., help="Built-in task name or a task file."),
+) -> None:
+    """Print the label each reply yields, or NOANSWER, one per line: try a task's patterns.
+
+    Example: annotate extract --task hateful_memes "No, it is not hateful." "Both"
+    """
+    from annotaudit.annotate.extract import extract
+    from annotaudit.annotate.tasks import get_task
+
+    t = get_task(task)
+    for text in texts:
+        label = extract(text, t)
+        typer.echo(",".join(label) if isinstance(label, list) else label)
+
+
+@app.command("report")
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by `annotate run`."),
+    out: Path = typer.Option(..., help="Where report.md and report.html go."),
+    title: str = typer.Option("Zero-shot annotation", help="Report title."),
+) -> None:
+    """Compare runs: accuracy and answer rate per model per task, and agreement between annotators.
+
+    Example: annotate report runs/hm-vicuna runs/hm-instructblip --out reports/hm
+    """
+    from annotaudit.annotate.report import build
+
+    md, page = build(run_dirs, out, title=title)
+    typer.echo(f"wrote {md} and {page}")
+
+
+@app.command("tasks")
+def tasks() -> None:
+    """List the built-in tasks with their labels and prompts.
+
+    Example: annotate tasks
+    """
+    from annotaudit.annotate.tasks import builtin_tasks
+
+    for t in builtin_tasks().values():
+        kind = "multi-label" if t.multi_label else "single-label"
+        typer.echo(f"{t.name} ({t.dataset}, {kind}): {', '.join(t.labels)}\n  prompt: {t.prompt!r}")

@@ -1,0 +1,17 @@
+"""`annotaudit demo`: the main job, end to end on a CPU with nothing to download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def demo(out: Path = typer.Option(Path("demo-out"), "--out", help="Where the demo writes its results and report."), quick: bool = typer.Option(False, help="A shorter run, for CI.")) -> None:
+    """Run the embedded end-to-end demo.
+
+    Example: annotaudit demo --out demo-out
+    """
+    from annotaudit.demo.pipeline import run_demo
+
+    run_demo(out, quick=quick)

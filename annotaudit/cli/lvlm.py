@@ -1,0 +1,93 @@
+"""`annotaudit lvlm ...`: build, train and evaluate LLaVA-NeXT LVLMs from any causal LLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(help="Build, train and evaluate LLaVA-NeXT vision-language models from any causal LLM.", no_args_is_help=True)
+
+
+@app.command("build")
+def build(
+    vision: str = typer.Option(..., "--vision", help="CLIP vision tower: local path or hub id."),
+    llm: str = typer.Option(..., "--llm", help="Causal LLM: local path or hub id."),
+    out: Path = typer.Option(..., "--out", help="Where to write the LLaVA-NeXT checkpoint."),
+    template: str = typer.Option("auto", help="auto (the LLM's own, else mistral), own, mistral, vicuna_v1.1, or a .jinja file."),
+    pinpoints: str = typer.Option(None, help="anyres grid as HxW pairs, e.g. 336x672,672x336,672x672,1008x336,336x1008 (default: these, scaled to the tower)."),
+    dtype: str = typer.Option("auto", help="Weights dtype: auto (the LLM's), float32, bfloat16."),
+) -> None:
+    """Compose a LlavaNextForConditionalGeneration from a CLIP tower and an LLM.
+
+    Example: annotaudit lvlm build --vision openai/clip-vit-large-patch14-336 --llm sapienzanlp/Minerva-7B-base-v1.0 --out minerva-llava --template mistral
+    """
+    from annotaudit.lvlm.build import build_lvlm, parse_pinpoints
+
+    path = build_lvlm(vision, llm, out, template=template, pinpoints=parse_pinpoints(pinpoints), dtype=dtype)
+    typer.echo(f"wrote {path}")
+
+
+@app.command("train")
+def train(
+    model: Path = typer.Option(..., "--model", help="An LVLM from `lvlm build` or an earlier stage."),
+    data: Path = typer.Option(..., "--data", help="LLaVA conversation JSON (or JSONL)."),
+    images: Path = typer.Option(None, "--images", help="Folder the 'image' fields are relative to."),
+    stage: str = typer.Option(..., "--stage", help="pretrain (projector only) or finetune (projector + LLM)."),
+    out: Path = typer.Option(..., "--out", help="Run folder; the trained model is saved here, checkpoints under checkpoints/."),
+    lr: float = typer.Option(None, help="Learning rate (default 1e-3 pretrain, 1e-5 finetune)."),
+    vision_lr: float = typer.Option(2e-6, help="Learning rate of the vision tower with --tune-vision."),
+    epochs: int = typer.Option(1),
+    batch_size: int = typer.Option(1, help="Per-process batch size."),
+    grad_accum: int = typer.Option(1, help="Gradient accumulation steps."),
+    lora: int = typer.Option(None, help="LoRA rank on the LLM instead of full finetuning."),
+    tune_vision: bool = typer.Option(False, "--tune-vision", help="Also train the vision tower (finetune only)."),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+    precision: str = typer.Option("auto", help="auto (bf16 where supported), bf16, fp16 or no."),
+    max_length: int = typer.Option(2048, help="Longest sample in tokens; text is cut, image tokens never."),
+    save_every: int = typer.Option(0, help="Also checkpoint every N optimizer steps (always at each epoch end)."),
+    seed: int = typer.Option(0),
+    num_workers: int = typer.Option(0, help="Processes preparing batches while the model trains (results do not change)."),
+    group_by_length: bool = typer.Option(False, "--group-by-length", help="Batch samples of similar length (less padding)."),
+    cache_images: bool = typer.Option(False, "--cache-images", help="Keep each image's tensors in memory after first use (small image sets, several epochs)."),
+    force: bool = typer.Option(False, help="Discard an earlier run in --out made with other settings."),
+) -> None:
+    """Train one stage; rerun the same command to resume. Works under `accelerate launch`.
+
+    Example: annotaudit lvlm train --model minerva-llava --data blip_laion_cc_sbu_558k_it.json --images images/ --stage pretrain --out stage1 --batch-size 32
+    """
+    from annotaudit.lvlm.train import train as run_train
+
+    path = run_train(model, data, images, out, stage, lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lora=lora,
+                     tune_vision=tune_vision, seed=seed, vision_lr=vision_lr, gradient_checkpointing=gradient_checkpointing,
+                     precision=precision, max_length=max_length, save_every=save_every, force=force,
+                     num_workers=num_workers, group_by_length=group_by_length, cache_images=cache_images)
+    typer.echo(f"trained model in {path}")
+
+
+@app.command("eval")
+def evaluate(
+    model: str = typer.Option(..., "--model", help="LVLM path or registry name."),
+    task: str = typer.Option(..., "--task", help="gqa-it, mtvqa-it, exams-v-it, or a JSON/JSONL file of {id, image, question, answer}."),
+    images: Path = typer.Option(None, "--images", help="Folder the images are relative to."),
+    out: Path = typer.Option(..., "--out", help="Run folder: predictions.jsonl, scores.json, report.md/html."),
+    data: Path = typer.Option(None, "--data", help="The local question file of a named task."),
+    formatting: str = typer.Option("all", help="all, or some of post, pre-swap, post-swap, pre (comma-separated)."),
+    batch_size: int = typer.Option(8),
+    max_new_tokens: int = typer.Option(16),
+    limit: int = typer.Option(None, help="Only the first N questions."),
+    device: str = typer.Option(None, help="cuda, mps or cpu (default: the best there is)."),
+    force: bool = typer.Option(False, help="Discard an earlier run in --out made with other settings."),
+) -> None:
+    """Greedy VQA under the four Italian formattings: exact and approximate match, mean, std, worst.
+
+    Example: annotaudit lvlm eval --model stage2 --task gqa-it --data gqa-it/testdev_balanced_questions.json --images gqa/images --out eval-gqa
+    """
+    from annotaudit.lvlm.evaluate import evaluate as run_eval
+
+    s = run_eval(model, task, images, out, formatting=formatting, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                 limit=limit, force=force, device=device)
+    for f, v in s["formattings"].items():
+        typer.echo(f"{f:10s} exact {v['exact']:.3f}  approx {v['approx']:.3f}")
+    typer.echo(f"mean {s['mean_exact']:.3f} ± {s['std_exact']:.3f}; worst {s['worst']}: exact {s['worst_exact']:.3f} -> approx {s['worst_approx']:.3f}")
+    typer.echo(f"report: {out / 'report.html'}")

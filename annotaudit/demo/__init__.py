@@ -1,0 +1,1 @@
+"""The end-to-end demo on a synthetic shapes world; sits above every library and is imported by none."""

@@ -1,0 +1,39 @@
+"""The one model registry every part of annotaudit calls: any model by name, the same interface.
+
+The backends (and with them torch and transformers) load on first use, so commands that only
+read files start fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .base import IMAGE_TEXT, TEXT, Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
+from .registry import ENTRY_POINT_GROUP, Registry, UnknownModel, entry_from_checkpoint, register, registry
+
+_BACKEND_NAMES = ("BACKENDS", "backend", "pick_device", "pick_dtype")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BACKEND_NAMES:
+        from . import backends
+
+        return getattr(backends, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_model(name: str | ModelEntry, device: str | None = None, dtype: str | None = None, trust_remote_code: bool | None = None) -> LoadedModel:
+    """Load a model by registry name, `hf:<hub id or path>`, local path, or entry."""
+    from .backends import BACKENDS
+
+    entry = name if isinstance(name, ModelEntry) else registry().resolve(name)
+    if entry.backend not in BACKENDS:
+        raise ValueError(f"model {entry.name!r} needs backend {entry.backend!r}, which is not installed; known: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[entry.backend](entry, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+
+
+__all__ = [
+    "BACKENDS", "ENTRY_POINT_GROUP", "IMAGE_TEXT", "TEXT", "Generation", "GenerationConfig", "LoadedModel", "ModelEntry",
+    "Registry", "Request", "UnknownModel", "backend", "entry_from_checkpoint", "load_image", "load_model", "pick_device",
+    "pick_dtype", "register", "registry",
+]
