@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from annotaudit.core.errors import InputError, iter_jsonl, safe_path
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import iter_jsonl, safe_path
 
 HATEFUL, NOT_HATEFUL = "hateful", "not_hateful"
 HATEFUL_MEMES_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
+from annotaudit.core.io import JsonlLog, read_json
 from annotaudit.core.report import Report
-from annotaudit.core.runs import JsonlLog, read_json
 
 from .metrics import _kappa
 from .run import METRICS, PREDICTIONS, recompute

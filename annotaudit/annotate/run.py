@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.runs import ConfigMismatch, JsonlLog, RunDir, console, progress, read_json, write_json
+from annotaudit.core.io import JsonlLog, read_json, write_json
+from annotaudit.core.runs import ConfigMismatch, RunDir, console, progress
 
 from . import metrics as metrics_mod
 from .extract import extract, vote

@@ -19,8 +19,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
-from annotaudit.core.errors import InputError, iter_jsonl
-from annotaudit.core.runs import write_json
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import iter_jsonl, write_json
 
 from . import chair_words as W
 

@@ -11,7 +11,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from annotaudit.core.errors import InputError, iter_jsonl
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import iter_jsonl
 
 SETTINGS = ("random", "popular", "adversarial")
 LANGUAGES = ("en", "it")

@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from annotaudit.core.errors import InputError, safe_path
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import safe_path
 from annotaudit.core.report import Report
 from annotaudit.core.runs import RunDir, progress
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.annotate import readers
-from annotaudit.core.errors import InputError, iter_jsonl
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import iter_jsonl
 
 NOANSWER = "NOANSWER"
 

@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.runs import RunDir, console, progress, read_json
+from annotaudit.core.io import read_json
+from annotaudit.core.runs import RunDir, console, progress
 from annotaudit.models.base import load_image
 
 from .data import Example, TaskSpec

@@ -117,7 +117,7 @@ def score(
     Example: audit pope score --questions coco_pope_random.json --answers answers.jsonl --out scores/
     """
     from annotaudit.audit.pope import score_answers
-    from annotaudit.core.runs import write_json
+    from annotaudit.core.io import write_json
 
     result = score_answers(questions, answers, parser, language)
     _print_table(f"POPE ({parser} parser)", {questions.stem: result})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -17,6 +18,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .io import JsonlLog, read_json, write_json
 
 console = Console(stderr=True)
 
@@ -48,67 +51,36 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str |
     return versions
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically, so a crash never leaves half a file."""
+def check_config(out: str | Path, config: dict[str, Any], force: bool = False) -> None:
+    """Refuse a folder that holds a run with another configuration, unless forced (read-only, safe on every process)."""
+    manifest = Path(out) / MANIFEST
+    config = json.loads(json.dumps(config, default=str))
+    if force or not manifest.exists():
+        return
+    old = read_json(manifest).get("config")
+    if old != config:
+        old = old if isinstance(old, dict) else {}
+        changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        raise ConfigMismatch(f"{out} holds a run with another configuration (changed: {', '.join(changed)}); "
+                             "use another output directory, or --force to discard the old results")
+
+
+def fingerprint(path: str | Path | None) -> str | None:
+    """What a run depends on in an input: a file's SHA-256, or a folder's file names and sizes."""
+    if path is None:
+        return None
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_json(path: str | Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
-
-
-class JsonlLog:
-    """Append-only JSONL keyed by a field; a torn last line (kill -9 mid-write) is dropped on open."""
-
-    def __init__(self, path: str | Path, key: str = "id"):
-        self.path = Path(path)
-        self.key = key
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._repair()
-
-    def _repair(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        good = 0
-        for line in data.splitlines(keepends=True):
-            if not line.endswith(b"\n"):
-                break
-            try:
-                json.loads(line)
-            except json.JSONDecodeError:
-                break
-            good += len(line)
-        if good != len(data):
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        if not self.path.exists():
-            return
-        with open(self.path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    yield json.loads(line)
-
-    def read(self) -> list[dict[str, Any]]:
-        return list(self)
-
-    def done_keys(self) -> set[str]:
-        return {str(rec[self.key]) for rec in self}
-
-    def append(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
-        if not lines:
-            return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
+    digest = hashlib.sha256()
+    if path.is_file():
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        return "sha256:" + digest.hexdigest()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            digest.update(f"{f.relative_to(path)}\0{f.stat().st_size}\n".encode())
+        return "files:" + digest.hexdigest()
+    return None
 
 
 class RunDir:
@@ -122,12 +94,7 @@ class RunDir:
         if manifest_path.exists():
             old = read_json(manifest_path).get("config")
             if old != self.config:
-                if not force:
-                    changed = sorted(k for k in set(old or {}) | set(self.config) if (old or {}).get(k) != self.config.get(k))
-                    raise ConfigMismatch(
-                        f"{self.path} holds a run with another configuration (changed: {', '.join(changed)}); "
-                        "use another output directory, or --force to discard the old results"
-                    )
+                check_config(self.path, self.config, force)
                 for name in list(outputs) + [MANIFEST]:
                     target = self.path / name
                     if target.is_dir():

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from annotaudit.core.io import write_json
 from annotaudit.core.report import Report
-from annotaudit.core.runs import RunDir, console, progress, write_json
+from annotaudit.core.runs import RunDir, console, progress
 from annotaudit.demo import shapes
 
 LANGS = ("en", "it")

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from annotaudit.core.errors import InputError, safe_path
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import safe_path
 from annotaudit.models.base import load_image
 
 IGNORE = -100

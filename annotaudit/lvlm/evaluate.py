@@ -14,7 +14,8 @@ from typing import Any
 
 from PIL import Image
 
-from annotaudit.core.errors import InputError, iter_jsonl, safe_path
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import iter_jsonl, safe_path
 from annotaudit.core.report import Report
 from annotaudit.core.runs import RunDir, progress
 

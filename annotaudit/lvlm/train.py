@@ -24,7 +24,8 @@ from transformers import AutoProcessor, LlavaNextForConditionalGeneration, get_c
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.runs import ConfigMismatch, JsonlLog, RunDir, progress, read_json, write_json
+from annotaudit.core.io import JsonlLog, read_json, write_json
+from annotaudit.core.runs import ConfigMismatch, RunDir, progress
 
 from .data import IGNORE, ConversationDataset, collate, load_conversations
 

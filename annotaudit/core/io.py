@@ -1,0 +1,285 @@
+"""Files in and out: atomic writes, crash-safe JSONL logs, one reader that names file:line, one problem collector.
+
+Every reader and writer in annotaudit goes through here, so a bad file gives the same kind of
+message everywhere and no write ever leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+# Writing ---------------------------------------------------------------------------------------
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a file atomically (temporary file, fsync, rename), so a crash never leaves half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def dumps_line(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, default=str) + "\n"
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
+    return write_text(path, "".join(dumps_line(r) for r in records))
+
+
+class JsonlLog:
+    """Append-only JSON Lines keyed by a field, written a batch at a time with fsync.
+
+    A torn last line (a kill in the middle of a write) is cut off on open; a malformed line
+    anywhere else is somebody's edit, and is an error naming it rather than a silent truncation.
+    """
+
+    def __init__(self, path: str | Path, key: str = "id"):
+        self.path = Path(path)
+        self.key = key
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+
+    def _repair(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        with open(self.path, "r+b") as fh:
+            fh.truncate(cut)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if self.path.exists():
+            for _, rec in iter_jsonl(self.path):
+                yield rec
+
+    def read(self) -> list[dict[str, Any]]:
+        return list(self)
+
+    def done_keys(self) -> set[str]:
+        return {str(rec[self.key]) for rec in self}
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        lines = "".join(dumps_line(r) for r in records)
+        if not lines:
+            return
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+
+def _open_text(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    return opener(path, "rt", encoding="utf-8-sig", newline=None)
+
+
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 file (gzip when it ends in .gz); a missing file or bad bytes name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    try:
+        with _open_text(path) as fh:
+            return fh.read()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not UTF-8 text (byte {exc.start})", path=path) from None
+    except (OSError, EOFError) as exc:
+        raise InputError(f"cannot read the file: {exc}", path=path) from None
+
+
+def read_json(path: str | Path) -> Any:
+    """One JSON document; malformed JSON names the file and line."""
+    path = Path(path)
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=exc.lineno) from None
+
+
+def iter_jsonl(path: str | Path, on_error: Callable[[InputError], None] | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) from a JSON Lines file (BOM and CRLF tolerated, blank lines skipped).
+
+    A malformed or non-object line becomes an InputError naming file and line: raised, or handed
+    to `on_error` and skipped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    with _open_text(path) as fh:
+        n = 0
+        while True:
+            try:
+                raw = fh.readline()
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 text (byte {exc.start})", path=path, line=n + 1) from None
+            if not raw:
+                return
+            n += 1
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw)
+                problem = None if isinstance(rec, dict) else "expected a JSON object"
+            except json.JSONDecodeError as exc:
+                problem = f"malformed JSON: {exc.msg} (column {exc.colno})"
+            if problem is None:
+                yield n, rec
+                continue
+            err = InputError(problem, path=path, line=n)
+            if on_error is None:
+                raise err
+            on_error(err)
+
+
+def _concatenated(text: str, path: Path) -> list[tuple[int, Any]]:
+    """JSON values one after another (a JSON list, or pretty-printed objects back to back)."""
+    decoder = json.JSONDecoder()
+    out, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos >= len(text):
+            return out
+        line = text.count("\n", 0, pos) + 1
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"malformed JSON: {exc.msg} (column {exc.colno})", path=path, line=exc.lineno) from None
+        out.append((line, value))
+
+
+def read_records(path: str | Path, on_error: Callable[[InputError], None] | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(line, record) from JSON Lines, a JSON list, concatenated JSON objects, CSV or TSV.
+
+    The line is where the record starts in the file. Records that are not objects are problems
+    handed to `on_error` (or raised).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower() if path.suffix != ".gz" else Path(path.stem).suffix.lower()
+    if suffix in (".csv", ".tsv"):
+        return _read_table(path, "\t" if suffix == ".tsv" else ",")
+    text = read_text(path)
+    head = text.lstrip()[:1]
+    if suffix == ".jsonl" or (head == "{" and _one_object_per_line(text)):
+        return list(iter_jsonl(path, on_error))
+    values = _concatenated(text, path)
+    if len(values) == 1 and isinstance(values[0][1], list):
+        start = values[0][0]
+        values = [(start, v) for v in values[0][1]]
+        where = "item"
+    else:
+        where = "line"
+    out = []
+    for k, (line, value) in enumerate(values, 1):
+        if isinstance(value, dict):
+            out.append((line if where == "line" else k, value))
+            continue
+        err = InputError("expected a JSON object", path=path, **({"line": line} if where == "line" else {"item": str(k)}))
+        if on_error is None:
+            raise err
+        on_error(err)
+    return out
+
+
+def _one_object_per_line(text: str) -> bool:
+    for raw in text.splitlines():
+        if raw.strip():
+            try:
+                json.loads(raw)
+            except json.JSONDecodeError:
+                return False
+            return True
+    return True
+
+
+def _read_table(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any]]]:
+    csv.field_size_limit(2**31 - 1)
+    text = read_text(path)
+    reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
+    out = []
+    try:
+        for row in reader:
+            if None in row:
+                raise InputError(f"{len(row[None])} more field(s) than the header has", path=path, line=reader.line_num)
+            out.append((reader.line_num, dict(row)))
+    except csv.Error as exc:
+        raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}", path=path, line=reader.line_num) from None
+    return out
+
+
+# Paths -----------------------------------------------------------------------------------------
+
+
+def safe_path(root: str | Path, relative: str | Path) -> Path:
+    """Join a dataset-relative path to its root, refusing any path that escapes the root (symlinks followed)."""
+    base = Path(root).resolve()
+    candidate = (base / relative).resolve()
+    if candidate != base and base not in candidate.parents:
+        raise InputError(f"path {str(relative)!r} escapes the dataset root {base}")
+    return candidate
+
+
+# Problems --------------------------------------------------------------------------------------
+
+
+class Problems:
+    """Bad-input findings of one run: raised at once when strict, else kept, shown briefly and saved whole.
+
+    Call it (or `add`) with an InputError; pass it as `on_error` to the readers above.
+    """
+
+    SHOWN = 20
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.errors: list[InputError] = []
+
+    def add(self, err: InputError) -> None:
+        if self.strict:
+            raise err
+        self.errors.append(err)
+
+    __call__ = add
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def messages(self) -> list[str]:
+        return [str(e) for e in self.errors]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"path": str(e.path) if e.path is not None else None, "line": e.line, "item": e.item, "message": e.message} for e in self.errors]
+
+    def show(self, echo: Callable[[str], None], where: str | Path | None = None) -> None:
+        """The first problems, then how many more and where the full list is."""
+        for msg in self.messages()[: self.SHOWN]:
+            echo(f"skipped: {msg}")
+        if len(self.errors) > self.SHOWN:
+            echo(f"... and {len(self.errors) - self.SHOWN} more" + (f" (all in {where})" if where else ""))
+
+    def write(self, path: str | Path) -> Path:
+        """problems.jsonl: every finding, one a line (an empty file when there were none)."""
+        return write_jsonl(path, self.rows())

@@ -1,0 +1,243 @@
+"""The one resumable item runner behind annotate, POPE, CHAIR and VQA evaluation.
+
+A command hands over its samples, a function that loads the model and answers a batch, and a
+metric over the records. The runner owns everything else: the configuration check and --force,
+which samples remain, batching, sharding over the processes of an `accelerate launch` and the
+merge, crash-safe appends, progress, then metrics, problems and the report.
+
+Every command writes the same folder:
+
+    run.json        configuration, input fingerprints, seed, versions, git commit, sessions
+    records.jsonl   one record per sample: id, input, target, prediction, raw, scores, meta
+    metrics.json    the metric of the records
+    problems.jsonl  every bad input that was skipped
+    report.md/html
+
+and the records can be scored again without the model (`score_records`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .io import JsonlLog, Problems, read_json, write_json, write_jsonl
+from .runs import MANIFEST, RunDir, check_config, console, progress
+
+RECORDS, METRICS, PROBLEMS, SHARDS = "records.jsonl", "metrics.json", "problems.jsonl", "shards"
+REPORT_FILES = ("report.md", "report.html", "report_files")
+RECORD_KEYS = ("id", "input", "target", "prediction", "raw", "scores", "meta")
+
+
+@dataclass
+class Sample:
+    """One unit of work: what the model sees (`input`), the gold answer (`target`) and anything else (`meta`).
+
+    Samples that share a `group` (POPE: the image) go into the same batch, so the model encodes
+    what they share once.
+    """
+
+    id: str
+    input: dict[str, Any]
+    target: Any = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
+
+
+def make_record(sample: Sample, prediction: Any, raw: Any, scores: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    """The record every command writes for one sample."""
+    return {"id": sample.id, "input": sample.input, "target": sample.target, "prediction": prediction, "raw": raw,
+            "scores": scores, "meta": {**sample.meta, **meta}}
+
+
+Solver = Callable[[list[Sample]], list[dict[str, Any]]]
+Metric = Callable[[list[dict[str, Any]]], dict[str, Any]]
+ReportFn = Callable[[list[dict[str, Any]], dict[str, Any], Path], None]
+
+
+@dataclass
+class Processes:
+    """This process's place in an `accelerate launch` (one process when not launched)."""
+
+    index: int = 0
+    count: int = 1
+    device: str | None = None
+    _state: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+    def wait(self) -> None:
+        if self._state is not None:
+            self._state.wait_for_everyone()
+
+
+def processes() -> Processes:
+    """accelerate's view of the launch; torch and accelerate are imported only when launched."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Processes()
+    import torch
+    from accelerate import PartialState
+
+    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
+    state = PartialState(cpu=cpu)
+    device = str(state.device) if state.device.type != "cpu" else None
+    return Processes(state.process_index, state.num_processes, device, state)
+
+
+def batches(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
+    """`size` samples a batch; with groups, `size` whole groups a batch (groups in order of first appearance)."""
+    if not samples or samples[0].group is None:
+        for start in range(0, len(samples), size):
+            yield samples[start : start + size]
+        return
+    groups: dict[str, list[Sample]] = {}
+    for s in samples:
+        groups.setdefault(str(s.group), []).append(s)
+    ordered = list(groups.values())
+    for start in range(0, len(ordered), size):
+        yield [s for g in ordered[start : start + size] for s in g]
+
+
+def _log_paths(out: Path) -> list[Path]:
+    return [out / RECORDS] + sorted((out / SHARDS).glob("records.*.jsonl"))
+
+
+def finished(out: str | Path) -> dict[str, dict[str, Any]]:
+    """Records already written, from the merged file and every shard file (torn last lines repaired)."""
+    done: dict[str, dict[str, Any]] = {}
+    for path in _log_paths(Path(out)):
+        if path.exists():
+            for rec in JsonlLog(path):
+                done.setdefault(str(rec["id"]), rec)
+    return done
+
+
+def merge(out: Path, samples: list[Sample]) -> list[dict[str, Any]]:
+    """One records.jsonl in sample order from the merged file and the shards; shards removed after."""
+    done = finished(out)
+    records = [done[s.id] for s in samples if s.id in done]
+    write_jsonl(out / RECORDS, records)
+    for path in _log_paths(out)[1:]:
+        path.unlink()
+    if (out / SHARDS).is_dir() and not any((out / SHARDS).iterdir()):
+        (out / SHARDS).rmdir()
+    return records
+
+
+def check_samples(samples: list[Sample], source: str = "the input") -> None:
+    """Refuse an empty run and repeated ids (they would make resuming ambiguous)."""
+    if not samples:
+        raise InputError(f"no items to run in {source}")
+    seen: set[str] = set()
+    for s in samples:
+        if s.id in seen:
+            raise InputError("the same id appears twice", path=source, item=s.id)
+        seen.add(s.id)
+
+
+def run_samples(
+    out: str | Path,
+    config: dict[str, Any],
+    samples: list[Sample],
+    solver: Callable[[str | None], Solver],
+    metric: Metric,
+    *,
+    report: ReportFn | None = None,
+    problems: Problems | None = None,
+    batch_size: int = 8,
+    description: str = "running",
+    force: bool = False,
+    extra_outputs: tuple[str, ...] = (),
+    after: Callable[[Path, list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Answer every sample not yet in the run folder, then merge, measure and report.
+
+    `solver(device)` loads the model (only when there is work left) and returns a function from a
+    batch of samples to their records. `after` may revise the merged records before the metric
+    (a judge pass, for example). Returns the metrics (an empty dict on processes other than the main one).
+    """
+    out = Path(out)
+    check_samples(samples, str(config.get("data") or config.get("questions") or out))
+    procs = processes()
+    check_config(out, config, force)
+    procs.wait()
+    rundir = None
+    if procs.is_main:
+        rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, PROBLEMS, SHARDS, *REPORT_FILES, *extra_outputs])
+        (problems or Problems()).write(out / PROBLEMS)
+        if problems:
+            problems.show(lambda m: console.print(f"[yellow]{m}"), out / PROBLEMS)
+    procs.wait()
+    done = finished(out)
+    mine = [s for k, s in enumerate(samples) if k % procs.count == procs.index and s.id not in done]
+    log = JsonlLog(out / RECORDS if procs.count == 1 else out / SHARDS / f"records.{procs.index}.jsonl")
+    started, n_done = time.time(), 0
+    if mine:
+        answer = solver(procs.device)
+        label = description + (f" [{procs.index}]" if procs.count > 1 else "")
+        with progress(label, len(mine)) as advance:
+            for batch in batches(mine, batch_size):
+                records = answer(batch)
+                if len(records) != len(batch):
+                    raise RuntimeError(f"the solver returned {len(records)} records for {len(batch)} samples")
+                log.append(records)
+                n_done += len(batch)
+                advance(len(batch))
+    procs.wait()
+    if not procs.is_main:
+        return {}
+    records = merge(out, samples)
+    if after is not None:
+        records = after(out, records)
+    result = score_records(out, records, metric, report, problems=len(problems or ()))
+    seconds = time.time() - started
+    rundir.finish(items_this_session=n_done, processes=procs.count,
+                  items_per_second=round(n_done / seconds, 4) if n_done and seconds > 0 else None)
+    return result
+
+
+def score_records(out: str | Path, records: list[dict[str, Any]], metric: Metric, report: ReportFn | None = None,
+                  problems: int | None = None) -> dict[str, Any]:
+    """Metrics of records (fresh or read back from a run folder), written with the report."""
+    out = Path(out)
+    if not records:
+        raise InputError("no records to score", path=out)
+    result = metric(records)
+    if problems is not None:
+        result["problems"] = problems
+    write_json(out / METRICS, result)
+    if report is not None:
+        report(records, result, out)
+    return result
+
+
+def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The records of a finished run folder (or of a records.jsonl file)."""
+    path = Path(run_dir)
+    path = path / RECORDS if path.is_dir() else path
+    records = list(JsonlLog(path)) if path.is_file() else []
+    if not records:
+        raise InputError("no records (is this a finished run folder?)", path=path)
+    for rec in records[:1]:
+        missing = [k for k in RECORD_KEYS if k not in rec]
+        if missing:
+            raise InputError(f"not an annotaudit record: no {', '.join(missing)}", path=path, line=1)
+    return records
+
+
+def run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The configuration a run folder was made with."""
+    manifest = Path(run_dir) / MANIFEST
+    if not manifest.is_file():
+        raise InputError(f"no {MANIFEST}: not a run folder", path=run_dir)
+    config = read_json(manifest).get("config")
+    if not isinstance(config, dict):
+        raise InputError("no configuration in the manifest", path=manifest)
+    return config
