@@ -17,21 +17,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from annotaudit.audit import chair_words as W
+from annotaudit.audit import chair_words
 from annotaudit.audit.chair import Caption, build_ground_truth, extractor, score_captions
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chair"
 WORDS = "a the of on in with and near two some large small red white sitting standing next to table street man woman dog cat bus buses people plates cups hot dog teddy bear baby elephant wine glasses".split()
 
 
-BASE_VOCAB = list(W.english_vocabulary().items())
-BASE_PHRASES = list(W.english_phrases().items())
+BASE_VOCAB = list(chair_words.english_vocabulary().items())
+BASE_PHRASES = list(chair_words.english_phrases().items())
 
 
 def baseline_extract(caption: str) -> list[str]:
     """The obvious way: split, singularize every word afresh, scan the synonym list for each word."""
     vocab, phrases = BASE_VOCAB, BASE_PHRASES
-    words = [W.singularize.__wrapped__(t) for t in re.findall(r"[^\W_]+(?:-[^\W_]+)*|[^\w\s]", caption.lower())]
+    words = [chair_words.singularize.__wrapped__(t) for t in re.findall(r"[^\W_]+(?:-[^\W_]+)*|[^\w\s]", caption.lower())]
     merged, i = [], 0
     while i < len(words):
         pair = " ".join(words[i : i + 2])
@@ -50,14 +50,14 @@ def captions_and_truth(n: int) -> tuple[list[Caption], dict[int, set[str]]]:
     else:
         rng = random.Random(0)
         rows = [{"image_id": i, "caption": " ".join(rng.choice(WORDS) for _ in range(80))} for i in range(500)]
-        truth = {i: set(rng.sample(W.COCO_CATEGORIES, 4)) for i in range(500)}
+        truth = {i: set(rng.sample(chair_words.COCO_CATEGORIES, 4)) for i in range(500)}
     caps = [Caption(rows[k % len(rows)]["image_id"], rows[k % len(rows)]["caption"], k + 1) for k in range(n)]
     return caps, truth
 
 
 def bench_scoring(n: int) -> None:
     caps, truth = captions_and_truth(n)
-    W.singularize.cache_clear()
+    chair_words.singularize.cache_clear()
     t0 = time.perf_counter()
     metrics, _ = score_captions(caps, truth)
     ours = time.perf_counter() - t0
@@ -75,7 +75,7 @@ def bench_scoring(n: int) -> None:
 def synthetic_coco(folder: Path, n_images: int) -> tuple[Path, Path]:
     """COCO-sized files: ~7 instances and 5 reference captions per image."""
     rng = random.Random(0)
-    cats = [{"id": k + 1, "name": c} for k, c in enumerate(W.COCO_CATEGORIES)]
+    cats = [{"id": k + 1, "name": c} for k, c in enumerate(chair_words.COCO_CATEGORIES)]
     pairs = [(i, rng.randint(1, 80)) for i in range(n_images) for _ in range(rng.randint(1, 13))]
     anns = [{"id": k, "image_id": i, "category_id": c} for k, (i, c) in enumerate(pairs)]
     images = [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg"} for i in range(n_images)]
@@ -94,7 +94,7 @@ def bench_ground_truth(n_images: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inst, cap = synthetic_coco(Path(tmp), n_images)
         n_caps = 5 * n_images
-        W.singularize.cache_clear()
+        chair_words.singularize.cache_clear()
         extractor.cache_clear()
         t0 = time.perf_counter()
         truth = build_ground_truth([inst], [cap])

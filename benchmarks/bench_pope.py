@@ -78,7 +78,7 @@ def main() -> None:
     t0 = time.perf_counter()
     run_pope(subset, args.images, model, tmp / "run", batch_images=args.batch_images, max_new_tokens=args.max_new_tokens)
     t_run = time.perf_counter() - t0
-    fast = [json.loads(line)["raw"] for line in (tmp / "run" / "answers.jsonl").read_text().splitlines()]
+    fast = [json.loads(line)["raw"] for line in (tmp / "run" / "records.jsonl").read_text().splitlines()]
 
     n = len(questions)
     same = sum(a == b for a, b in zip(slow, fast))

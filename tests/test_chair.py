@@ -13,7 +13,6 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from annotaudit.audit.chair import (
-    Problems,
     build_ground_truth,
     extract_objects,
     load_ground_truth,
@@ -24,6 +23,8 @@ from annotaudit.audit.chair import (
 from annotaudit.audit.chair_words import english_vocabulary, singularize
 from annotaudit.cli.main import app
 from annotaudit.core.errors import InputError
+from annotaudit.core.io import Problems
+from annotaudit.core.runs import ConfigMismatch
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chair"
 needs_ref = pytest.mark.skipif(not (REF / "opera_llava-1.5_greedy.jsonl").is_file(), reason="shared reference data not present")
@@ -123,11 +124,11 @@ def test_italian_captions_are_scored_against_coco_ground_truth(tmp_path):
         + json.dumps({"image_id": 2, "caption": "Una pizza sul tavolo accanto a un bicchiere da vino e una forchetta."}) + "\n",
         encoding="utf-8",
     )
-    metrics, details = score_captions(read_captions(captions), truth, language="it")
+    metrics, records = score_captions(read_captions(captions), truth, language="it")
     assert metrics["n_mentions"] == 7 and metrics["n_hallucinated"] == 2
     assert metrics["chair_s"] == 0.5 and metrics["chair_i"] == pytest.approx(2 / 7)
     assert metrics["recall"] == pytest.approx(5 / 5)
-    assert details[1]["hallucinated"] == [["bicchiere da vino", "wine glass"], ["forchetta", "fork"]]
+    assert records[1]["scores"]["hallucinated"] == [["bicchiere da vino", "wine glass"], ["forchetta", "fork"]]
 
 
 # Ground truth --------------------------------------------------------------------------------------
@@ -190,8 +191,8 @@ def test_score_json_list_and_pope_style_with_image_map(tmp_path, gt):
     m = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert (m["n_captions"], m["n_mentions"], m["n_hallucinated"], m["chair_s"]) == (2, 4, 1, 0.5)
     assert m["mean_length"] == pytest.approx(5.0)
-    details = [json.loads(x) for x in (tmp_path / "a" / "details.jsonl").read_text().splitlines()]
-    assert details[1]["hallucinated"] == [["bed", "bed"]] and details[1]["ground_truth"] == ["cat"]
+    records = [json.loads(x) for x in (tmp_path / "a" / "records.jsonl").read_text().splitlines()]
+    assert records[1]["scores"]["hallucinated"] == [["bed", "bed"]] and records[1]["target"] == ["cat"]
     assert (tmp_path / "a" / "report.html").is_file()
 
     pope = tmp_path / "answers.jsonl"
@@ -258,9 +259,9 @@ def test_run_with_tiny_llava_next_scores_per_prompt_and_resumes(tmp_path, tiny):
     ]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    records = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
-    assert sorted((r["prompt_id"], r["image_id"]) for r in records) == sorted((p, i) for p in ("I1", "I2") for i in colours)
-    assert {r["prompt"] for r in records} == {"Generate a short caption of the image.", "Provide a brief description of the given image."}
+    records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert sorted((r["meta"]["prompt_id"], r["meta"]["image_id"]) for r in records) == sorted((p, i) for p in ("I1", "I2") for i in colours)
+    assert {r["input"]["prompt"] for r in records} == {"Generate a short caption of the image.", "Provide a brief description of the given image."}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_captions"] == 6 and set(metrics["by_prompt"]) == {"I1", "I2"}
     assert all(m["n_captions"] == 3 for m in metrics["by_prompt"].values())
@@ -268,17 +269,17 @@ def test_run_with_tiny_llava_next_scores_per_prompt_and_resumes(tmp_path, tiny):
     assert manifest["config"]["prompts"]["I1"] == "Generate a short caption of the image." and manifest["sessions"]
 
     # Stop mid-way: two whole records and a torn third remain; the rerun regenerates the rest, identically.
-    lines = (out / "captions.jsonl").read_text().splitlines(keepends=True)
-    (out / "captions.jsonl").write_text("".join(lines[:2]) + lines[2][:15])
+    lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
+    (out / "records.jsonl").write_text("".join(lines[:2]) + lines[2][:15])
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    again = [json.loads(x) for x in (out / "captions.jsonl").read_text().splitlines()]
+    again = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert again[:2] == records[:2]
     assert sorted(again, key=lambda r: r["id"]) == sorted(records, key=lambda r: r["id"])
-    assert json.loads((out / "run.json").read_text())["sessions"][-1]["generated"] == 4
+    assert json.loads((out / "run.json").read_text())["sessions"][-1]["items_this_session"] == 4
 
     # Scoring the run's output file gives the same numbers.
-    res = runner.invoke(app, ["audit", "chair", "score", "--captions", str(out / "captions.jsonl"), "--ground-truth", str(gt), "--out", str(tmp_path / "rescore")])
+    res = runner.invoke(app, ["audit", "chair", "score", "--captions", str(out / "records.jsonl"), "--ground-truth", str(gt), "--out", str(tmp_path / "rescore")])
     assert res.exit_code == 0, res.output
     rescored = json.loads((tmp_path / "rescore" / "metrics.json").read_text())
     assert rescored["by_prompt"] == metrics["by_prompt"]
@@ -294,3 +295,74 @@ def test_run_rejects_unknown_image_ids_with_their_line(tmp_path):
         choose_images(index, {139: set(), 285: set()}, ids)
     ids.write_text("139\n285\n")
     assert choose_images(index, {139: set(), 285: set()}, ids) == [139, 285]
+
+
+def test_problems_go_to_problems_jsonl_and_the_terminal_shows_the_first_twenty(tmp_path, gt):
+    many = tmp_path / "many.jsonl"
+    many.write_text('{"image_id": 1, "caption": "A dog."}\n' + '{"image_id": 999, "caption": "A dog."}\n' * 25)
+    out = tmp_path / "out"
+    res = runner.invoke(app, ["audit", "chair", "score", "--captions", str(many), "--ground-truth", str(gt), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
+    assert len(rows) == 25 and rows[0]["line"] == 2 and "image id 999 is not in the ground truth" in rows[0]["message"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["problems"] == 25 and metrics["n_captions"] == 1
+    assert "... and 5 more" in res.output
+
+
+def test_nothing_scored_is_an_error_and_writes_nothing(tmp_path, gt):
+    from annotaudit.audit.chair import score_caption_file
+
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text('{"image_id": 999, "caption": "A dog."}\n')
+    with pytest.raises(InputError, match=r"no caption could be scored.*image id 999"):
+        score_caption_file(unknown, tmp_path / "out", ground_truth=gt)
+    assert not (tmp_path / "out").exists()
+
+
+def test_concatenated_pretty_printed_objects_are_read_with_their_lines(tmp_path):
+    caps = tmp_path / "pope_authors.json"
+    caps.write_text(json.dumps({"image_id": 1, "caption": "A dog."}, indent=2) + "\n" + json.dumps({"image_id": 2, "caption": "A cat."}, indent=2) + "\n")
+    assert [(c.image_id, c.line) for c in read_captions(caps)] == [(1, 1), (2, 5)]
+
+
+def test_run_records_follow_the_schema_rescore_without_the_model_and_edited_inputs_are_refused(tmp_path, tiny):
+    from annotaudit.audit.chair_run import run_chair
+
+    images = tmp_path / "val2014"
+    images.mkdir()
+    for image_id in (139, 285):
+        Image.new("RGB", (8, 8)).save(images / f"COCO_val2014_{image_id:012d}.jpg")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("139\n285\n")
+    truth, run, model = {139: {"dog", "person"}, 285: {"cat"}}, tmp_path / "run", f"hf:{tiny('llava_next')}"
+
+    def chair(truth=truth):
+        return run_chair(model, images, truth, run, {"I1": "Caption it."}, image_ids=ids, max_new_tokens=6)
+
+    metrics = chair()
+    assert metrics["n_captions"] == 2 and metrics["model"] == model
+    first = json.loads((run / "records.jsonl").read_text().splitlines()[0])
+    assert list(first) == ["id", "input", "target", "prediction", "raw", "scores", "meta"]
+    assert (first["id"], first["input"], first["target"]) == ("I1:139", {"prompt": "Caption it.", "image": "COCO_val2014_000000000139.jpg"}, ["dog", "person"])
+    assert isinstance(first["raw"], str) and first["meta"]["prompt_id"] == "I1" and first["meta"]["image_id"] == 139
+    assert first["prediction"] == [c for _, c in extract_objects(first["raw"], "en")]
+    assert first["scores"]["n_mentions"] == len(first["prediction"]) and first["scores"]["chair_s"] in (0, 1)
+    assert {p.name for p in run.iterdir()} == {"run.json", "records.jsonl", "metrics.json", "problems.jsonl", "report.md", "report.html", "report_files"}
+
+    # The finished folder is scored again without the model, against the records' own targets.
+    res = runner.invoke(app, ["audit", "chair", "score", "--captions", str(run), "--out", str(tmp_path / "rescored")])
+    assert res.exit_code == 0, res.output
+    rescored = json.loads((tmp_path / "rescored" / "metrics.json").read_text())
+    assert {k: rescored[k] for k in ("chair_s", "chair_i", "recall", "by_prompt")} == {k: metrics[k] for k in ("chair_s", "chair_i", "recall", "by_prompt")}
+    assert isinstance(runner.invoke(app, ["audit", "chair", "score", "--captions", str(run), "--out", str(run)]).exception, InputError)
+
+    # Same inputs: nothing to do. An edited id file or other ground truth for the images: refused without --force.
+    chair()
+    assert json.loads((run / "run.json").read_text())["sessions"][-1]["items_this_session"] == 0
+    ids.write_text("139\n285\n\n")
+    with pytest.raises(ConfigMismatch, match="image_ids_fingerprint"):
+        chair()
+    ids.write_text("139\n285\n")
+    with pytest.raises(ConfigMismatch, match="ground_truth_fingerprint"):
+        chair({**truth, 285: {"cat", "bed"}})

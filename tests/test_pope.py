@@ -12,9 +12,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from annotaudit.audit.pope import (
+    coco_italian_names,
     italian_article,
     italian_phrase,
-    italian_table,
     metrics,
     parse_pope,
     parse_question,
@@ -25,7 +25,7 @@ from annotaudit.audit.pope import (
     score_answers,
 )
 from annotaudit.audit.pope_build import build, frequency, negatives, objects_from_coco, objects_from_json, ranking_from_table
-from annotaudit.audit.pope_run import best_threshold, run_pope
+from annotaudit.audit.pope_run import best_threshold, run_pope, score_pope
 from annotaudit.cli.audit_pope import app
 from annotaudit.core.errors import InputError
 
@@ -119,7 +119,7 @@ def test_score_matches_pope_rule_on_shared_files(tmp_path, setting):
     out = tmp_path / "scored"
     result = CliRunner().invoke(app, ["score", "--questions", str(questions), "--answers", str(path), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "metrics.json").read_text())["f1"] == ref["f1"]
+    assert json.loads((out / "metrics.json").read_text())["templates"][f"coco_pope_{setting}"]["1"]["f1"] == ref["f1"]
 
 
 def test_score_pairs_by_question_id_and_reports_bad_lines(tmp_path):
@@ -135,6 +135,41 @@ def test_score_pairs_by_question_id_and_reports_bad_lines(tmp_path):
     a.write_text('{"text": "No."}\n')
     with pytest.raises(InputError, match="1 answers for 2 questions"):
         score_answers(q, a)
+
+
+def test_score_refuses_an_answer_given_twice(tmp_path):
+    q = tmp_path / "q.json"
+    q.write_text('{"question_id": 1, "image": "a.jpg", "text": "Is there a dog in the image?", "label": "yes"}\n')
+    a = tmp_path / "a.jsonl"
+    a.write_text('{"question_id": 1, "text": "No."}\n{"question_id": 1, "text": "Yes"}\n')
+    with pytest.raises(InputError, match=r"a.jsonl:2: question_id 1 is answered twice"):
+        score_answers(q, a)
+
+
+def test_score_writes_a_run_folder_that_scores_again(tmp_path):
+    q = tmp_path / "q.json"
+    q.write_text("".join(json.dumps({"question_id": k, "image": f"{k // 2}.jpg", "text": "Is there a dog in the image?", "label": lab}) + "\n"
+                         for k, lab in enumerate(["yes", "no", "yes", "no"])))
+    a = tmp_path / "a.jsonl"
+    a.write_text("".join(json.dumps({"question_id": k, "text": t}) + "\n" for k, t in enumerate(["Yes", "Yes, there is not", "NO", "No."])))
+    first = tmp_path / "first"
+    r = CliRunner().invoke(app, ["score", "--questions", str(q), "--answers", str(a), "--out", str(first)])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in first.iterdir()} >= {"run.json", "records.jsonl", "metrics.json", "report.md", "report.html"}
+    records = [json.loads(line) for line in (first / "records.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in records] == ["yes", "no", "yes", "no"] and records[2]["raw"] == "NO"
+    assert records[0]["input"] == {"prompt": "Is there a dog in the image?", "image": "0.jpg"} and records[0]["scores"] is None
+    pope = json.loads((first / "metrics.json").read_text())
+    assert pope["templates"]["q"]["1"]["accuracy"] == 1.0 and pope["parser"] == "pope"
+    assert score_pope(run=first)["summary"] == pope["summary"]
+    strict = tmp_path / "strict"
+    r = CliRunner().invoke(app, ["score", "--run", str(first), "--parser", "strict", "--out", str(strict)])
+    assert r.exit_code == 0, r.output
+    again = [json.loads(line) for line in (strict / "records.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in again] == ["yes", "yes", "no", "no"]
+    assert json.loads((strict / "metrics.json").read_text())["templates"]["q"]["1"]["accuracy"] == 0.5
+    with pytest.raises(InputError, match="in place"):
+        score_pope(run=first, out=first, parser="strict")
 
 
 # Reading the published files -------------------------------------------------------------------
@@ -174,7 +209,7 @@ def test_bad_question_file_names_file_and_line(tmp_path):
 # Italian ---------------------------------------------------------------------------------------
 
 def test_italian_table_covers_coco_with_grammatical_articles():
-    table = italian_table()
+    table = coco_italian_names()
     assert len(table) == 80
     for en, e in table.items():
         assert set(e) == {"it", "gender", "plural", "article"} and e["gender"] in ("m", "f")
@@ -313,20 +348,22 @@ def test_run_tiny_lvlm(tmp_path, tiny, kind, mode, language):
     out = tmp_path / "run"
     model = "hf:" + str(tiny(kind))
     summary = run_pope(qdir / "tiny_pope_random.json", img_dir, model, out, mode=mode, language=language, max_new_tokens=6)
-    answers = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
-    assert len(answers) == 12 and {a["question_id"] for a in answers} == set(range(1, 13))
-    assert all(a["answer"] in ("yes", "no") and set(a) >= {"question_id", "image", "text", "label", "answer", "raw"} for a in answers)
+    answers = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(answers) == 12 and {a["meta"]["question_id"] for a in answers} == set(range(1, 13))
+    assert all(a["prediction"] in ("yes", "no") and set(a) == {"id", "input", "target", "prediction", "raw", "scores", "meta"} for a in answers)
+    assert all(a["target"] in ("yes", "no") and set(a["input"]) == {"prompt", "image"} for a in answers)
     if language == "it":
-        assert all(a["text"].startswith("C'è ") for a in answers)
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["n"] == 12 and m["yes_ratio"] == sum(a["answer"] == "yes" for a in answers) / 12
+        assert all(a["input"]["prompt"].startswith("C'è ") for a in answers)
+    m = json.loads((out / "metrics.json").read_text())["templates"]["tiny_pope_random"]["1"]
+    assert m["n"] == 12 and m["yes_ratio"] == sum(a["prediction"] == "yes" for a in answers) / 12
     assert summary["tiny_pope_random"]["accuracy"] == m["accuracy"]
     if mode == "score":
-        assert all(a["answer"] == ("yes" if a["logp_yes"] > a["logp_no"] else "no") for a in answers)
+        assert all(a["prediction"] == ("yes" if a["scores"]["logp_yes"] > a["scores"]["logp_no"] else "no") for a in answers)
         assert 0.0 <= m["auroc"] <= 1.0 and "calibration" in m
     else:
-        assert all(a["answer"] == parse_pope(a["raw"], language) for a in answers)
+        assert all(a["prediction"] == parse_pope(a["raw"], language) and a["scores"] is None for a in answers)
     assert (out / "report.html").is_file() and (out / "run.json").is_file()
+    assert score_pope(run=out)["templates"] == json.loads((out / "metrics.json").read_text())["templates"]
 
 
 def test_run_all_settings_resumes_and_writes_one_table(tmp_path, tiny):
@@ -334,21 +371,27 @@ def test_run_all_settings_resumes_and_writes_one_table(tmp_path, tiny):
     out = tmp_path / "run"
     model = "hf:" + str(tiny("llava"))
     run_pope(qdir, img_dir, model, out, setting="all", mode="generate", max_new_tokens=4)
-    first = {s: (out / s / "answers.jsonl").read_text() for s in SETTINGS}
-    # a killed run: drop the last answers of one setting, tear the last line, and resume
-    lines = first["popular"].splitlines(keepends=True)
-    (out / "popular" / "answers.jsonl").write_text("".join(lines[:3]) + lines[3][:10])
+    first = (out / "records.jsonl").read_text()
+    lines = first.splitlines(keepends=True)
+    assert len(lines) == 24 and [json.loads(x)["id"] for x in lines[8:10]] == ["popular/1/1", "popular/1/2"]
+    # a killed run: keep random and three popular answers, tear the next line, and resume
+    (out / "records.jsonl").write_text("".join(lines[:11]) + lines[11][:10])
     run_pope(qdir, img_dir, model, out, setting="all", mode="generate", max_new_tokens=4)
-    assert {s: (out / s / "answers.jsonl").read_text() for s in SETTINGS} == first
+    assert (out / "records.jsonl").read_text() == first
     report = (out / "report.md").read_text()
     assert all(f"| {s} |" in report for s in SETTINGS)
-    summary = json.loads((out / "summary.json").read_text())
+    metrics_file = json.loads((out / "metrics.json").read_text())
     for s in SETTINGS:
-        assert summary[s]["f1"] == json.loads((out / s / "metrics.json").read_text())["f1"]
+        assert metrics_file["summary"][s]["f1"] == metrics_file["templates"][s]["1"]["f1"]
+    assert score_pope(run=out)["summary"] == metrics_file["summary"]  # the records score again without the model
     from annotaudit.core.runs import ConfigMismatch
 
     with pytest.raises(ConfigMismatch):
         run_pope(qdir, img_dir, model, out, setting="all", mode="score")
+    with open(qdir / "tiny_pope_popular.json", "a") as fh:  # an edited question file is another input
+        fh.write("\n")
+    with pytest.raises(ConfigMismatch, match="fingerprints"):
+        run_pope(qdir, img_dir, model, out, setting="all", mode="generate", max_new_tokens=4)
 
 
 def test_run_cli_prompt_variants_all(tmp_path, tiny):
@@ -357,10 +400,14 @@ def test_run_cli_prompt_variants_all(tmp_path, tiny):
     r = CliRunner().invoke(app, ["run", "--questions", str(qdir / "tiny_pope_adversarial.json"), "--images", str(img_dir),
                                  "--model", "hf:" + str(tiny("llava")), "--out", str(out), "--prompt-variant", "all", "--mode", "score"])
     assert r.exit_code == 0, r.output
-    texts = {json.loads(line)["text"].split(" ")[0] for v in range(1, 5) for line in (out / f"template_{v}" / "answers.jsonl").read_text().splitlines()}
-    assert texts == {"Is", "Does", "Have", "Can"}
-    summary = json.loads((out / "summary.json").read_text())["tiny_pope_adversarial"]
-    f1s = [json.loads((out / f"template_{v}" / "metrics.json").read_text())["f1"] for v in range(1, 5)]
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    texts = defaultdict(set)
+    for r in records:
+        texts[r["meta"]["template"]].add(r["input"]["prompt"].split(" ")[0])
+    assert dict(texts) == {1: {"Is"}, 2: {"Does"}, 3: {"Have"}, 4: {"Can"}}
+    metrics_file = json.loads((out / "metrics.json").read_text())
+    summary = metrics_file["summary"]["tiny_pope_adversarial"]
+    f1s = [metrics_file["templates"]["tiny_pope_adversarial"][str(v)]["f1"] for v in range(1, 5)]
     assert summary["f1"] == pytest.approx(sum(f1s) / 4) and "f1_std" in summary
     assert "±" in (out / "report.md").read_text()
 

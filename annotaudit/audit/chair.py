@@ -5,12 +5,13 @@ CHAIR_s = captions with at least one hallucinated mention / all captions. Ground
 the COCO instance annotations plus the objects named in the reference captions. English matching
 follows the reference implementation by default (see audit.chair_words); Italian uses our own
 table with simplemma lemmas.
+
+Every scored caption becomes one record (core.runner's schema): target = the image's objects,
+prediction = the categories the caption names, raw = the caption, scores = its mentions and counts.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -20,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import iter_jsonl, write_json
+from annotaudit.core.io import Problems, read_json, read_records, read_text, write_json, write_jsonl
+from annotaudit.core.runner import METRICS, PROBLEMS, RECORD_KEYS, RECORDS, REPORT_FILES, run_config, score_records
+from annotaudit.core.runs import MANIFEST, RunDir, fingerprint
 
-from . import chair_words as W
+from . import chair_words
+from .chair_words import COCO_CATEGORIES, TOKEN_RE, singularize
 
 LANGUAGES = ("en", "it")
 Mention = tuple[str, str]  # (words as written in the caption, COCO category)
@@ -38,8 +42,8 @@ class ObjectExtractor:
             raise InputError(f"language must be one of {', '.join(LANGUAGES)}, not {language!r}")
         self.language, self.fix_quirks = language, fix_quirks
         if language == "en":
-            self.vocab = W.english_vocabulary(fix_quirks)
-            self.phrases = W.english_phrases()
+            self.vocab = chair_words.english_vocabulary(fix_quirks)
+            self.phrases = chair_words.english_phrases()
             self.first_words = {p.split()[0] for p in self.phrases}
         else:
             self._build_italian()
@@ -49,8 +53,8 @@ class ObjectExtractor:
 
     # English: tokenize, singularize, merge two-word phrases, then look words up.
     def _english(self, caption: str) -> list[Mention]:
-        tokens = W.TOKEN_RE.findall(caption.lower())
-        words = [W.singularize(t, self.fix_quirks) for t in tokens]
+        tokens = TOKEN_RE.findall(caption.lower())
+        words = [singularize(t, self.fix_quirks) for t in tokens]
         merged: list[tuple[str, str]] = []  # (normalized word, surface)
         i, n = 0, len(words)
         while i < n:
@@ -67,15 +71,15 @@ class ObjectExtractor:
 
     # Italian: tokenize, lemmatize with simplemma, longest phrase match on surface or lemma.
     def _build_italian(self) -> None:
-        self.it_vocab = W.italian_vocabulary()
+        self.it_vocab = chair_words.italian_vocabulary()
         index: dict[str, list[tuple[str, ...]]] = {}
         for phrase in self.it_vocab:
             index.setdefault(phrase[0], []).append(phrase)
         self.index = {k: sorted(v, key=len, reverse=True) for k, v in index.items()}
-        self.seat_words = set(W.italian_table()["seat_words"])
+        self.seat_words = set(chair_words.italian_synonyms()["seat_words"])
 
     def _italian(self, caption: str) -> list[Mention]:
-        tokens = W.italian_words(caption)
+        tokens = chair_words.italian_words(caption)
         forms = [(t, _lemma_it(t)) for t in tokens]
         found: list[tuple[str, str, str]] = []  # (surface, category, lemma of the first word)
         i, n = 0, len(tokens)
@@ -123,18 +127,6 @@ def extract_objects(caption: str, language: str = "en", fix_quirks: bool = False
 
 # Ground truth --------------------------------------------------------------------------------------
 
-def _read_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as fh:
-            return json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
-
-
 def _coco_list(data: Any, key: str, path: str | Path) -> list[dict[str, Any]]:
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise InputError(f"not a COCO annotation file: no '{key}' list", path=path)
@@ -147,10 +139,10 @@ def build_ground_truth(instances_paths: str | Path | Iterable[str | Path], capti
     get an empty set, so that everything a caption names there counts as hallucinated."""
     truth: dict[int, set[str]] = {}
     for path in _paths(instances_paths):
-        data = _read_json(path)
+        data = read_json(path)
         names = {c.get("id"): c.get("name") for c in _coco_list(data, "categories", path)}
         for k, name in names.items():
-            if name not in W.COCO_CATEGORIES:
+            if name not in COCO_CATEGORIES:
                 raise InputError(f"category {name!r} is not one of the 80 COCO categories", path=path, item=str(k))
         for img in data.get("images", []):
             truth.setdefault(int(img["id"]), set())
@@ -160,7 +152,7 @@ def build_ground_truth(instances_paths: str | Path | Iterable[str | Path], capti
             truth.setdefault(int(ann["image_id"]), set()).add(names[ann["category_id"]])
     ext = extractor("en", fix_quirks)
     for path in _paths(captions_paths):
-        data = _read_json(path)
+        data = read_json(path)
         for img in data.get("images", []) if isinstance(data, dict) else []:
             truth.setdefault(int(img["id"]), set())
         for k, ann in enumerate(_coco_list(data, "annotations", path)):
@@ -184,11 +176,11 @@ def write_ground_truth(truth: dict[int, set[str]], path: str | Path) -> Path:
 
 def load_ground_truth(path: str | Path) -> dict[int, set[str]]:
     """Read a ground-truth file written by build-gt (or the same format, optionally gzipped)."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise InputError("ground truth must be a JSON object mapping image id to a list of categories", path=path)
     truth: dict[int, set[str]] = {}
-    known = set(W.COCO_CATEGORIES)
+    known = set(COCO_CATEGORIES)
     for key, cats in data.items():
         if not isinstance(cats, list) or not str(key).isdigit():
             raise InputError("expected an image id mapping to a list of categories", path=path, item=str(key))
@@ -199,33 +191,39 @@ def load_ground_truth(path: str | Path) -> dict[int, set[str]]:
     return truth
 
 
+
+def resolve_ground_truth(ground_truth: str | Path | None = None, instances: Iterable[str | Path] = (), captions_ref: Iterable[str | Path] = (),
+                         fix_quirks: bool = False) -> tuple[dict[int, set[str]], str]:
+    """Ground truth from a build-gt file, or built from COCO annotations, with a description of its files
+    and their fingerprints for the run configuration (an edited file then counts as another run)."""
+    if ground_truth is not None:
+        return load_ground_truth(ground_truth), _described([ground_truth])
+    instances, captions_ref = list(instances or ()), list(captions_ref or ())
+    if instances:
+        truth = build_ground_truth(instances, captions_ref, fix_quirks=fix_quirks)
+        return truth, "instances " + _described(instances) + ("; captions " + _described(captions_ref) if captions_ref else "")
+    raise InputError("give --ground-truth FILE, or --instances FILE (with --captions-ref FILE)")
+
+
+def _described(paths: Iterable[str | Path]) -> str:
+    return ", ".join(f"{Path(p).resolve()} ({fingerprint(p)})" for p in paths)
+
+
 # Captions ------------------------------------------------------------------------------------------
 
 @dataclass
 class Caption:
-    """One caption to score, with where it came from (for error messages)."""
+    """One caption to score, with where it came from (for error messages) and what the record keeps.
+
+    `extra` may hold the source's id, prompt and image, and, for the records of a run, their
+    target and meta.
+    """
 
     image_id: int
     caption: str
     line: int
     prompt_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Problems:
-    """Collects bad-input messages; in strict mode the first one is raised."""
-
-    def __init__(self, strict: bool = False):
-        self.strict = strict
-        self.errors: list[InputError] = []
-
-    def add(self, err: InputError) -> None:
-        if self.strict:
-            raise err
-        self.errors.append(err)
-
-    def messages(self) -> list[str]:
-        return [str(e) for e in self.errors]
 
 
 _ID_RE = re.compile(r"(\d+)(?:\.\w+)?$")
@@ -243,40 +241,16 @@ def parse_image_id(value: Any) -> int | None:
     return None
 
 
-def _records(path: Path) -> list[tuple[int, Any]]:
-    """(line or item number, parsed record) from a JSON list or a JSON Lines file; bad lines kept as None."""
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")
-    if text.lstrip().startswith("["):
-        try:
-            return [(k + 1, r) for k, r in enumerate(json.loads(text))]
-        except json.JSONDecodeError as exc:
-            raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
-    out: list[tuple[int, Any]] = []
-    for n, rec in iter_jsonl(path, on_error=lambda err: out.append((err.line, err))):
-        out.append((n, rec))
-    return out
-
-
 def load_image_map(path: str | Path) -> dict[str, int]:
     """question_id -> image id, from a JSON object or from a question file (question_id and image per line)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig").strip()
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None
-    if isinstance(data, dict) and "question_id" not in data:
-        pairs = data.items()
+    rows = read_records(path)
+    if len(rows) == 1 and "question_id" not in rows[0][1]:
+        pairs = list(rows[0][1].items())
     else:
         pairs = []
-        for n, rec in _records(path):
-            if isinstance(rec, InputError):
-                raise rec
-            if not isinstance(rec, dict) or "question_id" not in rec:
+        for n, rec in rows:
+            if "question_id" not in rec:
                 raise InputError("image map line needs question_id and image (or image_id)", path=path, line=n)
             pairs.append((rec["question_id"], rec.get("image", rec.get("image_id"))))
     out = {}
@@ -289,17 +263,17 @@ def load_image_map(path: str | Path) -> dict[str, int]:
 
 
 def read_captions(path: str | Path, image_map: dict[str, int] | None = None, problems: Problems | None = None) -> list[Caption]:
-    """Captions from JSONL or a JSON list of {image_id, caption} (OPERA logs, coco-caption results,
-    `audit chair run` output) or of POPE-style {question_id, text} with an image map."""
+    """Captions from JSONL, a JSON list or concatenated JSON objects: {image_id, caption} (OPERA logs,
+    coco-caption results), POPE-style {question_id, text} with an image map, or the records.jsonl of a
+    CHAIR run or score (a run folder may be given for its records)."""
     path = Path(path)
-    problems = problems or Problems()
-    is_list = path.read_text(encoding="utf-8-sig").lstrip().startswith("[") if path.is_file() else False
+    if path.is_dir():
+        path = path / RECORDS
+    problems = problems if problems is not None else Problems()
+    listed = path.suffix.lower() != ".jsonl" and path.is_file() and read_text(path).lstrip().startswith("[")
     captions = []
-    for n, rec in _records(path):
-        where = {"path": path, "item": str(n)} if is_list else {"path": path, "line": n}
-        if isinstance(rec, InputError):
-            problems.add(rec)
-            continue
+    for n, rec in read_records(path, on_error=problems):
+        where = {"path": path, "item": str(n)} if listed else {"path": path, "line": n}
         cap = _caption(rec, image_map, where)
         if isinstance(cap, InputError):
             problems.add(cap)
@@ -311,9 +285,9 @@ def read_captions(path: str | Path, image_map: dict[str, int] | None = None, pro
     return captions
 
 
-def _caption(rec: Any, image_map: dict[str, int] | None, where: dict[str, Any]) -> Caption | InputError:
-    if not isinstance(rec, dict):
-        return InputError("expected a JSON object", **where)
+def _caption(rec: dict[str, Any], image_map: dict[str, int] | None, where: dict[str, Any]) -> Caption | InputError:
+    if all(k in rec for k in RECORD_KEYS):
+        return _recorded_caption(rec, where)
     text = rec.get("caption", rec.get("text"))
     if not isinstance(text, str):
         return InputError("no caption: expected a 'caption' (or POPE-style 'text') field", **where)
@@ -328,23 +302,83 @@ def _caption(rec: Any, image_map: dict[str, int] | None, where: dict[str, Any]) 
     if image_id is None:
         return InputError(f"no usable image id ({raw!r})", **where)
     prompt_id = rec.get("prompt_id")
-    return Caption(image_id, text, 0, str(prompt_id) if prompt_id is not None else None, {k: rec[k] for k in ("id", "prompt") if k in rec})
+    extra = {"id": rec.get("id", rec.get("question_id")), "prompt": rec.get("prompt"), "image": rec.get("image", image_id)}
+    return Caption(image_id, text, 0, str(prompt_id) if prompt_id is not None else None, extra)
+
+
+def _recorded_caption(rec: dict[str, Any], where: dict[str, Any]) -> Caption | InputError:
+    """A caption from a record of `audit chair run` or `score`: the caption is `raw`, the image and prompt are in `meta`."""
+    meta, given = rec["meta"] if isinstance(rec["meta"], dict) else {}, rec["input"] if isinstance(rec["input"], dict) else {}
+    if not isinstance(rec["raw"], str):
+        return InputError("record without a caption: 'raw' is not a text", **where)
+    image_id = parse_image_id(meta.get("image_id", given.get("image")))
+    if image_id is None:
+        return InputError(f"no usable image id ({meta.get('image_id')!r})", **where)
+    prompt_id = meta.get("prompt_id")
+    extra = {"id": rec["id"], "prompt": given.get("prompt"), "image": given.get("image", image_id), "target": rec["target"], "meta": meta}
+    return Caption(image_id, rec["raw"], 0, str(prompt_id) if prompt_id is not None else None, extra)
 
 
 # Scoring -------------------------------------------------------------------------------------------
+
+def caption_scores(text: str, truth: set[str], ext: ObjectExtractor) -> tuple[list[str], dict[str, Any]]:
+    """(categories named, in caption order; per-caption scores) of one caption against its image's objects."""
+    mentions = ext.extract(text)
+    hallucinated = [m for m in mentions if m[1] not in truth]
+    scores = {
+        "mentions": [list(m) for m in mentions],
+        "hallucinated": [list(m) for m in hallucinated],
+        "recalled": sorted({c for _, c in mentions} & truth),
+        "n_mentions": len(mentions),
+        "n_hallucinated": len(hallucinated),
+        "n_words": len(text.split()),
+        "chair_s": int(bool(hallucinated)),
+    }
+    return [c for _, c in mentions], scores
+
+
+def score_caption(caption: Caption, truth: set[str], ext: ObjectExtractor) -> dict[str, Any]:
+    """The record of one caption: target is the image's objects, prediction the categories the caption names."""
+    prediction, scores = caption_scores(caption.caption, truth, ext)
+    extra = caption.extra
+    meta = dict(extra.get("meta") or {})
+    meta["image_id"] = caption.image_id
+    if caption.prompt_id is not None:
+        meta["prompt_id"] = caption.prompt_id
+    if "meta" not in extra:
+        meta["line"] = caption.line
+    record_id = str(extra["id"]) if extra.get("id") is not None else f"#{caption.line}"
+    return {"id": record_id, "input": {"prompt": extra.get("prompt"), "image": extra.get("image", caption.image_id)}, "target": sorted(truth),
+            "prediction": prediction, "raw": caption.caption, "scores": scores, "meta": meta}
+
+
+def caption_records(captions: Iterable[Caption], truth: dict[int, set[str]], language: str = "en", fix_quirks: bool = False,
+                    problems: Problems | None = None, source: str | Path | None = None) -> list[dict[str, Any]]:
+    """One record per caption; captions of images the ground truth does not know go to `problems` and are left out."""
+    problems = problems if problems is not None else Problems()
+    ext = extractor(language, fix_quirks)
+    records = []
+    for cap in captions:
+        if cap.image_id not in truth:
+            problems.add(InputError(f"image id {cap.image_id} is not in the ground truth", path=source, line=cap.line))
+            continue
+        records.append(score_caption(cap, truth[cap.image_id], ext))
+    return records
+
 
 def _empty_totals() -> dict[str, float]:
     return {"n_captions": 0, "n_hallucinated_captions": 0, "n_mentions": 0, "n_hallucinated": 0, "n_words": 0, "gt_objects": 0, "gt_mentioned": 0}
 
 
-def _add(tot: dict[str, float], detail: dict[str, Any]) -> None:
+def _add(tot: dict[str, float], record: dict[str, Any]) -> None:
+    scores = record["scores"]
     tot["n_captions"] += 1
-    tot["n_hallucinated_captions"] += bool(detail["hallucinated"])
-    tot["n_mentions"] += len(detail["mentions"])
-    tot["n_hallucinated"] += len(detail["hallucinated"])
-    tot["n_words"] += detail["n_words"]
-    tot["gt_objects"] += len(detail["ground_truth"])
-    tot["gt_mentioned"] += len(detail["recalled"])
+    tot["n_hallucinated_captions"] += scores["chair_s"]
+    tot["n_mentions"] += scores["n_mentions"]
+    tot["n_hallucinated"] += scores["n_hallucinated"]
+    tot["n_words"] += scores["n_words"]
+    tot["gt_objects"] += len(record["target"])
+    tot["gt_mentioned"] += len(scores["recalled"])
 
 
 def _metrics(tot: dict[str, float]) -> dict[str, Any]:
@@ -363,62 +397,97 @@ def _metrics(tot: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def score_caption(caption: Caption, truth: set[str], ext: ObjectExtractor) -> dict[str, Any]:
-    """Per-caption detail: mentions, hallucinated ones, ground truth and the recalled objects."""
-    mentions = ext.extract(caption.caption)
-    hallucinated = [m for m in mentions if m[1] not in truth]
-    detail = {"image_id": caption.image_id}
-    if caption.prompt_id is not None:
-        detail["prompt_id"] = caption.prompt_id
-    detail.update(
-        caption=caption.caption,
-        mentions=[list(m) for m in mentions],
-        hallucinated=[list(m) for m in hallucinated],
-        ground_truth=sorted(truth),
-        recalled=sorted({c for _, c in mentions} & truth),
-        n_words=len(caption.caption.split()),
-    )
-    return detail
-
-
-def score_captions(captions: Iterable[Caption], truth: dict[int, set[str]], language: str = "en", fix_quirks: bool = False, problems: Problems | None = None, source: str | Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score captions against ground truth: (metrics, per-caption details). Captions of images the
-    ground truth does not know are reported to `problems` and left out."""
-    problems = problems or Problems()
-    ext = extractor(language, fix_quirks)
-    total, by_prompt, details = _empty_totals(), {}, []
-    for cap in captions:
-        if cap.image_id not in truth:
-            problems.add(InputError(f"image id {cap.image_id} is not in the ground truth", path=source, line=cap.line))
-            continue
-        d = score_caption(cap, truth[cap.image_id], ext)
-        details.append(d)
-        _add(total, d)
-        if cap.prompt_id is not None:
-            _add(by_prompt.setdefault(cap.prompt_id, _empty_totals()), d)
+def chair_metrics(records: Iterable[dict[str, Any]], language: str = "en", fix_quirks: bool = False) -> dict[str, Any]:
+    """CHAIR_s, CHAIR_i, recall and mean length of scored records, overall and per prompt (meta.prompt_id)."""
+    total, by_prompt = _empty_totals(), {}
+    for rec in records:
+        _add(total, rec)
+        prompt_id = (rec.get("meta") or {}).get("prompt_id")
+        if prompt_id is not None:
+            _add(by_prompt.setdefault(str(prompt_id), _empty_totals()), rec)
     metrics = _metrics(total)
     metrics.update(language=language, fix_quirks=fix_quirks)
     if by_prompt:
         metrics["by_prompt"] = {p: _metrics(t) for p, t in by_prompt.items()}
-    return metrics, details
+    return metrics
 
 
-def hallucinated_counts(details: Iterable[dict[str, Any]]) -> Counter:
-    return Counter(c for d in details for _, c in d["hallucinated"])
+def score_captions(captions: Iterable[Caption], truth: dict[int, set[str]], language: str = "en", fix_quirks: bool = False,
+                   problems: Problems | None = None, source: str | Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score captions against ground truth: (metrics, records), without writing anything."""
+    records = caption_records(captions, truth, language, fix_quirks, problems, source)
+    return chair_metrics(records, language, fix_quirks), records
 
 
-def write_results(out: str | Path, metrics: dict[str, Any], details: list[dict[str, Any]], title: str = "CHAIR") -> None:
-    """metrics.json, details.jsonl (each written whole, then moved into place) and the report."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "details.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in details), encoding="utf-8")
-    tmp.replace(out / "details.jsonl")
-    write_json(out / "metrics.json", metrics)
-    chair_report(metrics, details, title).write(out)
+SCORE_OUTPUTS = (RECORDS, METRICS, PROBLEMS, *REPORT_FILES)
 
 
-def chair_report(metrics: dict[str, Any], details: list[dict[str, Any]], title: str = "CHAIR"):
+def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str | Path | None = None, instances: Iterable[str | Path] = (),
+                       captions_ref: Iterable[str | Path] = (), image_map: str | Path | None = None, language: str | None = None,
+                       fix_quirks: bool = False, problems: Problems | None = None) -> dict[str, Any]:
+    """`audit chair score`: score a caption file, or a finished `audit chair run` folder, into a run folder.
+
+    Writes run.json, records.jsonl, metrics.json, problems.jsonl and the report, only after every
+    caption is read and scored, so a strict stop leaves earlier results alone. Without ground-truth
+    options the records' own targets are the ground truth, which re-scores a run without the model;
+    `language` then defaults to the run's. Returns the metrics.
+    """
+    captions, out = Path(captions), Path(out)
+    source = captions / RECORDS if captions.is_dir() else captions
+    if (out / RECORDS).resolve() == source.resolve():
+        raise InputError("write the new scores to another folder than the run they re-score", path=out)
+    if language is None:
+        language = run_config(captions).get("language", "en") if (captions / MANIFEST).is_file() else "en"
+    problems = problems if problems is not None else Problems()
+    mapping = load_image_map(image_map) if image_map else None
+    caps = read_captions(source, mapping, problems)
+    if ground_truth is not None or instances:
+        truth, truth_source = resolve_ground_truth(ground_truth, instances, captions_ref, fix_quirks)
+    else:
+        truth, truth_source = _recorded_truth(caps, source), f"the targets of {source.resolve()}"
+    records = caption_records(caps, truth, language, fix_quirks, problems, source)
+    if not records:
+        first = f"; the first of {len(problems)} problems: {problems.messages()[0]}" if len(problems) else ""
+        raise InputError("no caption could be scored" + first, path=source)
+    config = {
+        "captions": str(source.resolve()), "captions_fingerprint": fingerprint(source), "ground_truth": truth_source,
+        "image_map": _described([image_map]) if image_map else None, "language": language, "fix_quirks": fix_quirks,
+    }
+    rundir = RunDir(out, config, force=True, outputs=SCORE_OUTPUTS)
+    write_jsonl(out / RECORDS, records)
+    problems.write(out / PROBLEMS)
+    metrics = score_records(out, records, lambda recs: chair_metrics(recs, language, fix_quirks), chair_report_writer(f"CHAIR of {captions.name}"),
+                            problems=len(problems))
+    rundir.finish(captions=len(records))
+    return metrics
+
+
+def _recorded_truth(captions: list[Caption], source: Path) -> dict[int, set[str]]:
+    truth: dict[int, set[str]] = {}
+    for cap in captions:
+        target = cap.extra.get("target")
+        if not isinstance(target, list):
+            raise InputError("give --ground-truth FILE, or --instances FILE (with --captions-ref FILE): "
+                             "only the records of a CHAIR run carry their own ground truth", path=source, line=cap.line)
+        truth.setdefault(cap.image_id, set()).update(map(str, target))
+    return truth
+
+
+# Report --------------------------------------------------------------------------------------------
+
+def hallucinated_counts(records: Iterable[dict[str, Any]]) -> Counter:
+    return Counter(c for r in records for _, c in r["scores"]["hallucinated"])
+
+
+def chair_report_writer(title: str = "CHAIR"):
+    """The runner's report function: report.md and report.html of the records and their metrics."""
+    def write(records: list[dict[str, Any]], metrics: dict[str, Any], out: Path) -> None:
+        chair_report(metrics, records, title).write(out)
+
+    return write
+
+
+def chair_report(metrics: dict[str, Any], records: list[dict[str, Any]], title: str = "CHAIR"):
     from annotaudit.core.report import Report
 
     keys = ("chair_s", "chair_i", "recall", "mean_length", "n_captions", "n_mentions", "n_hallucinated")
@@ -433,7 +502,7 @@ def chair_report(metrics: dict[str, Any], details: list[dict[str, Any]], title: 
     report.table(rows, caption="CHAIR metrics (fractions; mean length in words)")
     if metrics.get("by_prompt"):
         report.bar_chart({p: {"CHAIR_s": m["chair_s"] or 0, "CHAIR_i": m["chair_i"] or 0} for p, m in metrics["by_prompt"].items()}, "CHAIR by prompt")
-    top = hallucinated_counts(details).most_common(15)
+    top = hallucinated_counts(records).most_common(15)
     if top:
         report.heading("Most hallucinated objects")
         report.table([{"object": c, "hallucinated mentions": n} for c, n in top])

@@ -1,22 +1,24 @@
 """`audit chair run`: caption COCO images with a VLM under one or more prompts, then score CHAIR.
 
-Captions go to captions.jsonl as they are made (one record per prompt and image), so a run that is
-stopped resumes where it was; the manifest run.json records the configuration.
+The run goes through core.runner: each caption is scored as it is made and appended to
+records.jsonl (one record per prompt and image), so a stopped run resumes where it was.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.runs import RunDir, console, progress
+from annotaudit.core.io import read_json, read_text, safe_path
+from annotaudit.core.runner import Sample, make_record, run_samples
+from annotaudit.core.runs import fingerprint
 
-from .chair import Caption, Problems, parse_image_id, score_captions, write_results
+from .chair import caption_scores, chair_metrics, chair_report_writer, extractor, parse_image_id
 
 # Prompts from the literature on CHAIR's prompt sensitivity, plus OPERA's and Italian versions.
 PROMPT_SETS = {
@@ -27,7 +29,6 @@ PROMPT_SETS = {
     "I2-it": "Fornisci una breve descrizione dell'immagine.",
 }
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-OUTPUTS = ("captions.jsonl", "details.jsonl", "metrics.json", "report.md", "report.html", "report_files")
 
 
 def resolve_prompts(prompt_set: str | None = None, prompts: Sequence[str] = ()) -> dict[str, str]:
@@ -61,11 +62,12 @@ def index_images(images_dir: str | Path) -> dict[int, Path]:
 def read_image_ids(path: str | Path) -> list[tuple[int, int]]:
     """(line, image id) from a file of ids or COCO file names, one a line, or a JSON list."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     if text.lstrip().startswith("["):
-        items = list(enumerate(json.loads(text), 1))
+        data = read_json(path)
+        if not isinstance(data, list):
+            raise InputError("expected a JSON list of image ids", path=path)
+        items = list(enumerate(data, 1))
     else:
         items = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     out = []
@@ -102,45 +104,55 @@ def run_chair(
     sample: int | None = None, seed: int = 0, max_new_tokens: int = 512, batch_size: int = 4, language: str = "en", fix_quirks: bool = False,
     force: bool = False, truth_source: str = "", loader: Any = None,
 ) -> dict[str, Any]:
-    """Caption the chosen images under every prompt (resuming), then score; returns the metrics."""
+    """Caption the chosen images under every prompt (resuming), then score; returns the metrics.
+
+    One sample per (prompt, image), id "<prompt_id>:<image_id>"; an image's prompts share a batch,
+    so `batch_size` captions make about batch_size / len(prompts) images a batch.
+    """
     index = index_images(images_dir)
     chosen = choose_images(index, truth, image_ids, sample, seed)
     config = {
-        "model": model, "images": str(Path(images_dir).resolve()), "image_ids": chosen, "prompts": prompts, "seed": seed,
-        "max_new_tokens": max_new_tokens, "language": language, "fix_quirks": fix_quirks, "ground_truth": truth_source,
+        "model": model, "images": str(Path(images_dir).resolve()), "images_fingerprint": fingerprint(images_dir),
+        "image_ids_file": str(Path(image_ids).resolve()) if image_ids is not None else None, "image_ids_fingerprint": fingerprint(image_ids),
+        "image_ids": chosen, "prompts": prompts, "seed": seed, "max_new_tokens": max_new_tokens, "language": language, "fix_quirks": fix_quirks,
+        "ground_truth": truth_source, "ground_truth_fingerprint": _truth_fingerprint(truth, chosen),
     }
-    run = RunDir(out, config, force=force, outputs=OUTPUTS)
-    log = run.log("captions.jsonl", key="id")
-    done = log.done_keys()
-    todo = [(pid, iid) for iid in chosen for pid in prompts if f"{pid}:{iid}" not in done]  # an image's prompts together
-    started, made = time.time(), 0
-    if todo:
-        made = _generate(model, index, prompts, todo, log, max_new_tokens, batch_size, seed, loader)
-    seconds = time.time() - started
-    records = log.read()
-    captions = [Caption(r["image_id"], r["caption"], k + 1, r["prompt_id"], {"id": r["id"]}) for k, r in enumerate(records)]
-    metrics, details = score_captions(captions, truth, language, fix_quirks, Problems(strict=True), source=log.path)
-    metrics["model"] = model
-    write_results(out, metrics, details, title=f"CHAIR of {model}")
-    run.finish(captions=len(records), generated=made, captions_per_s=round(made / seconds, 3) if made and seconds else None)
+    samples = [
+        Sample(f"{pid}:{iid}", {"prompt": text, "image": index[iid].name}, sorted(truth[iid]), {"prompt_id": pid, "image_id": iid}, group=str(iid))
+        for iid in chosen for pid, text in prompts.items()
+    ]
+
+    def solver(device: str | None):
+        return _captioner(model, Path(images_dir), max_new_tokens, seed, language, fix_quirks, loader, device)
+
+    metrics = run_samples(out, config, samples, solver, lambda records: {**chair_metrics(records, language, fix_quirks), "model": model},
+                          report=chair_report_writer(f"CHAIR of {model}"), batch_size=max(1, batch_size // len(prompts)),
+                          description="captions", force=force)
     return metrics
 
 
-def _generate(model_name: str, index: dict[int, Path], prompts: dict[str, str], todo: list[tuple[str, int]], log: Any, max_new_tokens: int, batch_size: int, seed: int, loader: Any) -> int:
+def _truth_fingerprint(truth: dict[int, set[str]], chosen: list[int]) -> str:
+    """The chosen images' ground truth, hashed: another ground truth for them is another run."""
+    text = json.dumps([[iid, sorted(truth[iid])] for iid in chosen])
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def _captioner(model_name: str, images_dir: Path, max_new_tokens: int, seed: int, language: str, fix_quirks: bool, loader: Any, device: str | None):
+    """Load the model and return answer(batch) -> records, each caption scored as it is made."""
     from annotaudit.models import GenerationConfig, Request, load_model
 
-    model = (loader or load_model)(model_name)
+    model = loader(model_name) if loader is not None else load_model(model_name, device=device)
     if not model.accepts_images:
         raise InputError(f"model {model_name!r} does not take images; CHAIR needs a vision-language model")
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, seed=seed)
-    console.print(f"captioning {len(todo)} (prompt, image) pairs with {model_name}")
-    with progress("captions", total=len(todo)) as advance:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            gens = model.generate([Request(prompts[p], image=index[i]) for p, i in batch], config)
-            log.append(
-                {"id": f"{p}:{i}", "image_id": i, "prompt_id": p, "prompt": prompts[p], "image": index[i].name, "caption": g.text, "num_tokens": g.num_tokens[0]}
-                for (p, i), g in zip(batch, gens)
-            )
-            advance(len(batch))
-    return len(todo)
+    ext = extractor(language, fix_quirks)
+
+    def answer(batch: list[Sample]) -> list[dict[str, Any]]:
+        gens = model.generate([Request(s.input["prompt"], image=safe_path(images_dir, s.input["image"])) for s in batch], config)
+        records = []
+        for s, g in zip(batch, gens):
+            prediction, scores = caption_scores(g.text, set(s.target), ext)
+            records.append(make_record(s, prediction, g.text, scores, num_tokens=g.num_tokens[0]))
+        return records
+
+    return answer

@@ -165,7 +165,8 @@ def italian_words(text: str) -> tuple[str, ...]:
 
 
 @cache
-def italian_table() -> dict[str, Any]:
+def italian_synonyms() -> dict[str, Any]:
+    """The Italian table: words per category, phrases that name no object, young/adult words, seat words."""
     return _data("chair_synonyms_it.json")
 
 
@@ -174,7 +175,7 @@ def italian_vocabulary() -> dict[tuple[str, ...], str | None]:
     """Italian phrase (tuple of words) -> COCO category, or None for phrases that name no object
     ("macchina fotografica" is a camera, not a car). Young and adult animals ("cucciolo di
     elefante", "elefante adulto") become the animal, as "baby elephant" does in English."""
-    table = italian_table()
+    table = italian_synonyms()
     vocab: dict[tuple[str, ...], str | None] = {}
     for category, words in table["categories"].items():
         for w in words:

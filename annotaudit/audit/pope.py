@@ -5,14 +5,13 @@ Building question sets lives in audit.pope_build, running a model in audit.pope_
 
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import iter_jsonl
+from annotaudit.core.io import read_json, read_records
 
 SETTINGS = ("random", "popular", "adversarial")
 LANGUAGES = ("en", "it")
@@ -41,10 +40,9 @@ CANDIDATES = {"en": ("Yes", "No"), "it": ("Sì", "No")}
 # Italian ---------------------------------------------------------------------------------------
 
 @lru_cache(maxsize=1)
-def italian_table() -> dict[str, dict[str, str]]:
+def coco_italian_names() -> dict[str, dict[str, str]]:
     """The 80 COCO categories in Italian: name, gender, plural and indefinite article."""
-    path = Path(__file__).with_name("data") / "coco_categories_it.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json(Path(__file__).with_name("data") / "coco_categories_it.json")
 
 
 _USO = re.compile(r"^(s[^aeiouàèéìòù]|z|gn|ps|pn|x|y|i[aeiou])", re.IGNORECASE)
@@ -61,7 +59,7 @@ def italian_article(word: str, gender: str) -> str:
 def italian_phrase(obj: str, words: str | None = None) -> str:
     """'un cane', 'uno zaino', "un'arancia" for a COCO category name; `words` replaces the bare noun
     ('aquilone rosso') and keeps the noun's article."""
-    entry = italian_table().get(obj)
+    entry = coco_italian_names().get(obj)
     if entry is None:
         raise InputError(f"object {obj!r} is not in the Italian table of COCO categories (audit/data/coco_categories_it.json)")
     art, words = entry["article"], words or entry["it"]
@@ -109,7 +107,7 @@ def parse_question(text: str) -> tuple[str, str] | None:
         if lang == "en":
             return lang, _EN_ARTICLE.sub("", phrase)
         name = _IT_ARTICLE.sub("", phrase)
-        for en, entry in italian_table().items():
+        for en, entry in coco_italian_names().items():
             if entry["it"].lower() == name.lower():
                 return lang, en
         return lang, name
@@ -118,9 +116,9 @@ def parse_question(text: str) -> tuple[str, str] | None:
 
 # Reading files ---------------------------------------------------------------------------------
 
-def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, record) of each non-blank line; CRLF and a UTF-8 BOM are fine."""
-    out = list(iter_jsonl(path))
+def _read_lines(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a JSON Lines file (or a JSON list); CRLF and a UTF-8 BOM are fine."""
+    out = read_records(path)
     if not out:
         raise InputError("no records", path=path)
     return out
@@ -129,7 +127,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
 def read_questions(path: str | Path) -> list[dict[str, Any]]:
     """POPE questions: question_id, image, text, label ('yes'/'no'); extra fields are kept."""
     questions, seen = [], set()
-    for n, rec in read_jsonl(path):
+    for n, rec in _read_lines(path):
         for field in ("question_id", "image", "text", "label"):
             if field not in rec:
                 raise InputError(f"missing field {field!r}", path=path, line=n)
@@ -146,7 +144,7 @@ def read_questions(path: str | Path) -> list[dict[str, Any]]:
 def read_answers(path: str | Path) -> list[dict[str, Any]]:
     """Answer records carrying 'answer' (POPE's own format) or 'text'."""
     out = []
-    for n, rec in read_jsonl(path):
+    for n, rec in _read_lines(path):
         text = rec.get("answer", rec.get("text"))
         if text is None:
             raise InputError("an answer line needs 'answer' or 'text'", path=path, line=n)
@@ -157,7 +155,12 @@ def read_answers(path: str | Path) -> list[dict[str, Any]]:
 def pair_answers(questions: list[dict], answers: list[dict], answers_path: str | Path = "answers") -> list[tuple[dict, str]]:
     """Pair by question_id when both files have it, otherwise by line order as POPE does."""
     if all("question_id" in a for a in answers):
-        by_id = {str(a["question_id"]): a for a in answers}
+        by_id: dict[str, dict] = {}
+        for a in answers:
+            if str(a["question_id"]) in by_id:
+                raise InputError(f"question_id {a['question_id']!r} is answered twice (first on line {by_id[str(a['question_id'])]['_line']})",
+                                 path=answers_path, line=a["_line"])
+            by_id[str(a["question_id"])] = a
         known = {str(q["question_id"]) for q in questions}
         for a in answers:
             if str(a["question_id"]) not in known:

@@ -6,31 +6,20 @@ Unlike the original sampler, every draw comes from a seeded generator, so a set 
 
 from __future__ import annotations
 
-import json
-import os
 import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
+from annotaudit.core.io import read_json, write_jsonl
 
-from .pope import DEFAULT_IMAGE_PATTERN, SETTINGS, italian_phrase, question_text
+from .pope import DEFAULT_IMAGE_PATTERN, LANGUAGES, SETTINGS, italian_phrase, question_text
 
 Objects = dict[Any, list[str]]
 
 
 # Sources ---------------------------------------------------------------------------------------
-
-def _load_json(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError("file not found", path=path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON ({exc.msg})", path=path, line=exc.lineno) from None
-
 
 def _image_id(key: str) -> Any:
     return int(key) if str(key).isdigit() else key
@@ -38,7 +27,7 @@ def _image_id(key: str) -> Any:
 
 def objects_from_json(path: str | Path) -> Objects:
     """{"<image id>": ["object", ...]} as in coco_pope_500_objects.json; duplicates are dropped."""
-    data = _load_json(path)
+    data = read_json(path)
     if not isinstance(data, dict):
         raise InputError('expected an object {"<image id>": ["object", ...]}', path=path)
     out: Objects = {}
@@ -50,9 +39,9 @@ def objects_from_json(path: str | Path) -> Objects:
 
 
 def _coco_instances(path: str | Path) -> tuple[Objects, dict[Any, str]]:
-    data = _load_json(path)
+    data = read_json(path)
     for field in ("images", "annotations", "categories"):
-        if field not in data:
+        if not isinstance(data, dict) or field not in data:
             raise InputError(f"not a COCO instances file: no {field!r}", path=path)
     names = {c["id"]: c["name"] for c in data["categories"]}
     files = {img["id"]: img.get("file_name", DEFAULT_IMAGE_PATTERN.format(id=img["id"])) for img in data["images"]}
@@ -194,8 +183,57 @@ def output_paths(out: str | Path, settings: list[str]) -> dict[str, Path]:
 
 def write_questions(path: str | Path, questions: list[dict[str, Any]]) -> None:
     """JSON Lines in POPE's format (plus the English 'object'), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(q, ensure_ascii=False) + "\n" for q in questions), encoding="utf-8")
-    os.replace(tmp, path)
+    write_jsonl(path, questions)
+
+
+def _table(path: str | Path | None, kind: type, shape: str) -> Any:
+    if path is None:
+        return None
+    data = read_json(path)
+    if not isinstance(data, kind):
+        raise InputError(f"expected {shape}", path=path)
+    return data
+
+
+def build_question_files(
+    out: str | Path,
+    annotations: list[str | Path] | None = None,
+    captions: list[str | Path] | None = None,
+    objects: str | Path | None = None,
+    setting: str = "all",
+    images: int = 500,
+    per_image: int = 3,
+    min_objects: int = 3,
+    seed: int = 0,
+    language: str = "en",
+    image_pattern: str = DEFAULT_IMAGE_PATTERN,
+    frequency: str | Path | None = None,
+    co_occur: str | Path | None = None,
+) -> dict[str, Path]:
+    """Question files from COCO instances (plus captions) or a per-image objects file; setting -> file written.
+
+    One setting writes OUT itself; 'all' writes OUT's stem + _<setting> beside it (the published naming).
+    """
+    if bool(annotations) == bool(objects):
+        raise InputError("give either annotations (COCO instances) or an objects file, not both or neither")
+    if captions and not annotations:
+        raise InputError("captions go with annotations")
+    if language not in LANGUAGES:
+        raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
+    settings = list(SETTINGS) if setting == "all" else [setting]
+    if any(s not in SETTINGS for s in settings):
+        raise InputError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)} or all")
+    if objects:
+        objs, files = objects_from_json(objects), None
+    else:
+        objs, files = objects_from_coco(list(annotations or []), list(captions or []) or None)
+    sets = build(
+        objs, settings, n_images=images, per_image=per_image, min_objects=min_objects, seed=seed, language=language,
+        file_names=files, image_pattern=image_pattern,
+        frequency_table=_table(frequency, dict, 'a frequency table {"object": count}'),
+        co_occur_table=_table(co_occur, dict, 'a co-occurrence table {"object": ["object", ...]}'),
+    )
+    paths = output_paths(out, settings)
+    for s, path in paths.items():
+        write_questions(path, sets[s])
+    return paths

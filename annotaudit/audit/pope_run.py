@@ -1,7 +1,8 @@
 """Run POPE on a vision-language model: generate (the standard protocol) or score P(yes) vs P(no).
 
-All questions of an image go into the same batch, so the backend encodes each image once for all
-of them; that, not the decoding, is where the time goes.
+Every setting and template goes through the one item runner into one records.jsonl. All questions
+of an image (within a setting and template) share a batch, so the backend encodes each image once
+for all of them; that, not the decoding, is where the time goes.
 """
 
 from __future__ import annotations
@@ -9,16 +10,29 @@ from __future__ import annotations
 import math
 import random
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import safe_path
-from annotaudit.core.report import Report
-from annotaudit.core.runs import RunDir, progress
+from annotaudit.core.io import safe_path, write_jsonl
+from annotaudit.core.runner import METRICS as METRICS_FILE
+from annotaudit.core.runner import RECORDS, REPORT_FILES, Sample, make_record, read_records, run_config, run_samples, score_records
+from annotaudit.core.runs import RunDir, fingerprint
 
-from .pope import CANDIDATES, LANGUAGES, PARSERS, SETTINGS, TEMPLATES, metrics, parse_question, question_text, read_questions
+from .pope import (
+    CANDIDATES,
+    LANGUAGES,
+    PARSERS,
+    SETTINGS,
+    TEMPLATES,
+    get_parser,
+    metrics,
+    pair_answers,
+    parse_question,
+    question_text,
+    read_answers,
+    read_questions,
+)
 
 METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 MODES = ("generate", "score")
@@ -79,52 +93,62 @@ def prompt_for(q: dict[str, Any], language: str, variant: int, path: str | Path 
     return question_text(obj, language, variant)
 
 
-def by_image(questions: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Questions grouped by image, in order of first appearance."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for q in questions:
-        groups.setdefault(q["image"], []).append(q)
-    return list(groups.values())
+def pope_samples(sets: dict[str, list[dict[str, Any]]], files: dict[str, Path], images: str | Path, language: str, variants: list[int]) -> list[Sample]:
+    """One sample per setting, template and question; an image's questions in a setting and template form a group.
+
+    Every image is checked before any model loads, so a missing one names its question's file and line.
+    """
+    several = len(sets) * len(variants) > 1
+    samples = []
+    for s, questions in sets.items():
+        checked: set[str] = set()
+        for q in questions:
+            if q["image"] not in checked:
+                if not safe_path(images, q["image"]).is_file():
+                    raise InputError(f"image {q['image']!r} not found in {images}", path=files[s], line=q.get("_line"))
+                checked.add(q["image"])
+        for v in variants:
+            for q in questions:
+                qid = q["question_id"]
+                samples.append(Sample(
+                    id=f"{s}/{v + 1}/{qid}" if several else str(qid),
+                    input={"prompt": prompt_for(q, language, v, files[s]), "image": q["image"]},
+                    target=q["label"],
+                    meta={"setting": s, "template": v + 1, "question_id": qid},
+                    group=f"{s}/{v + 1}/{q['image']}",
+                ))
+    return samples
 
 
 # Answering -------------------------------------------------------------------------------------
 
-def answer(model: Any, questions: list[dict[str, Any]], images_dir: str | Path, mode: str, language: str, variant: int, max_new_tokens: int = 32, path: str | Path = "questions") -> list[dict[str, Any]]:
-    """Answer a batch of questions (all sharing few images) in one model call; one record each."""
+def answer_questions(model: Any, samples: list[Sample], images_dir: str | Path, mode: str, language: str, max_new_tokens: int = 32) -> list[dict[str, Any]]:
+    """Answer a batch of questions (sharing few images) in one model call; one record each.
+
+    prediction: POPE's yes/no; raw: the model's text (score mode: the likelier of the two answers);
+    scores (score mode): logp_yes, logp_no and score = their difference.
+    """
     from annotaudit.models import GenerationConfig, Request
 
-    requests = []
-    for q in questions:
-        image = safe_path(images_dir, q["image"])
-        if not image.is_file():
-            raise InputError(f"image {q['image']!r} not found in {images_dir}", path=path, line=q.get("_line"))
-        requests.append(Request(prompt_for(q, language, variant, path), str(image)))
-    records = []
+    requests = [Request(s.input["prompt"], str(safe_path(images_dir, s.input["image"]))) for s in samples]
     if mode == "generate":
         gens = model.generate(requests, GenerationConfig(max_new_tokens=max_new_tokens))
-        for q, r, g in zip(questions, requests, gens):
-            records.append(_record(q, r.prompt, PARSERS["pope"](g.text, language), g.text))
-    elif mode == "score":
+        return [make_record(s, PARSERS["pope"](g.text, language), g.text) for s, g in zip(samples, gens)]
+    if mode == "score":
         yes, no = CANDIDATES[language]
         scores = model.score(requests, [[yes, no]] * len(requests))
-        for q, r, (lp_yes, lp_no) in zip(questions, requests, scores):
-            rec = _record(q, r.prompt, "yes" if lp_yes > lp_no else "no", yes if lp_yes > lp_no else no)
-            records.append({**rec, "logp_yes": lp_yes, "logp_no": lp_no, "score": lp_yes - lp_no})
-    else:
-        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    return records
-
-
-def _record(q: dict[str, Any], prompt: str, decision: str, raw: str) -> dict[str, Any]:
-    return {"question_id": q["question_id"], "image": q["image"], "text": prompt, "label": q["label"], "answer": decision, "raw": raw}
+        return [make_record(s, "yes" if lp_yes > lp_no else "no", yes if lp_yes > lp_no else no,
+                            {"logp_yes": lp_yes, "logp_no": lp_no, "score": lp_yes - lp_no})
+                for s, (lp_yes, lp_no) in zip(samples, scores)]
+    raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
 
 
 # Metrics ---------------------------------------------------------------------------------------
 
 def generate_metrics(records: list[dict[str, Any]], language: str) -> dict[str, Any]:
-    """POPE's metrics of the answers, and what the other parsers would have made of them."""
-    labels = [r["label"] for r in records]
-    out = metrics(labels, [r["answer"] for r in records])
+    """Metrics of the records' predictions, and what each parser would have made of the raw answers."""
+    labels = [r["target"] for r in records]
+    out = metrics(labels, [r["prediction"] for r in records])
     out["by_parser"] = {name: metrics(labels, [p(r["raw"], language) for r in records]) for name, p in PARSERS.items()}
     return out
 
@@ -134,25 +158,25 @@ def score_metrics(records: list[dict[str, Any]], calibration: float = 0.2, seed:
     fitted on a held-out share of the images, with raw and calibrated metrics on the rest."""
     from sklearn.metrics import roc_auc_score
 
-    labels = [r["label"] for r in records]
-    out = metrics(labels, [r["answer"] for r in records])
+    labels = [r["target"] for r in records]
+    out = metrics(labels, [r["prediction"] for r in records])
     both = len(set(labels)) == 2
-    out["auroc"] = float(roc_auc_score([y == "yes" for y in labels], [r["score"] for r in records])) if both else float("nan")
+    out["auroc"] = float(roc_auc_score([y == "yes" for y in labels], [r["scores"]["score"] for r in records])) if both else float("nan")
     out["yes_bias"] = out["yes_ratio"] - labels.count("yes") / len(labels)
-    images = sorted({r["image"] for r in records})
+    images = sorted({r["input"]["image"] for r in records})
     held = set(random.Random(seed).sample(images, max(1, round(len(images) * calibration)))) if len(images) > 1 else set()
-    fit = [r for r in records if r["image"] in held]
-    rest = [r for r in records if r["image"] not in held]
+    fit = [r for r in records if r["input"]["image"] in held]
+    rest = [r for r in records if r["input"]["image"] not in held]
     if not fit or not rest:
         return out
-    threshold = best_threshold([r["score"] for r in fit], [r["label"] for r in fit])
-    rest_labels = [r["label"] for r in rest]
+    threshold = best_threshold([r["scores"]["score"] for r in fit], [r["target"] for r in fit])
+    rest_labels = [r["target"] for r in rest]
     out["calibration"] = {
         "threshold": threshold,
         "held_out_images": len(held),
         "eval_questions": len(rest),
-        "raw": metrics(rest_labels, ["yes" if r["score"] > 0 else "no" for r in rest]),
-        "calibrated": metrics(rest_labels, ["yes" if r["score"] > threshold else "no" for r in rest]),
+        "raw": metrics(rest_labels, ["yes" if r["scores"]["score"] > 0 else "no" for r in rest]),
+        "calibrated": metrics(rest_labels, ["yes" if r["scores"]["score"] > threshold else "no" for r in rest]),
     }
     return out
 
@@ -166,12 +190,48 @@ def best_threshold(scores: list[float], labels: list[str]) -> float:
     return max(cuts, key=lambda c: (acc(c), -abs(c)))
 
 
+def pope_metrics(records: list[dict[str, Any]], mode: str = "generate", language: str = "en", calibration: float = 0.2,
+                 seed: int = 0, parser: str = "pope", model: str | None = None) -> dict[str, Any]:
+    """metrics.json of a POPE run: `templates` (setting -> template -> metrics) and `summary`
+    (setting -> each metric, or its mean and std across templates)."""
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        cells.setdefault((str(r["meta"]["setting"]), int(r["meta"]["template"])), []).append(r)
+    settings = list(dict.fromkeys(s for s, _ in cells))
+    templates = list(dict.fromkeys(t for _, t in cells))
+    results = {c: generate_metrics(rs, language) if mode == "generate" else score_metrics(rs, calibration, seed) for c, rs in cells.items()}
+    return {
+        "model": model, "mode": mode, "language": language, "parser": parser,
+        "summary": summarise(results, settings, templates),
+        "templates": {s: {str(t): results[(s, t)] for t in templates if (s, t) in results} for s in settings},
+    }
+
+
+def summarise(results: dict[tuple[str, int], dict[str, Any]], settings: list[str], templates: list[int]) -> dict[str, Any]:
+    """Per setting: each metric's value, or its mean and std across templates."""
+    keys = METRICS + ("auroc", "yes_bias")
+    out: dict[str, Any] = {}
+    for s in settings:
+        cells = [results[(s, t)] for t in templates if (s, t) in results]
+        row: dict[str, Any] = {}
+        for k in keys:
+            vals = [c[k] for c in cells if k in c]
+            if not vals:
+                continue
+            row[k] = statistics.fmean(vals)
+            if len(vals) > 1:
+                row[k + "_std"] = statistics.stdev(vals)
+        cal = [c["calibration"] for c in cells if "calibration" in c]
+        if cal:
+            row["threshold"] = statistics.fmean(c["threshold"] for c in cal)
+            for part in ("raw", "calibrated"):
+                for k in ("accuracy", "f1", "yes_ratio"):
+                    row[f"{part}_{k}"] = statistics.fmean(c[part][k] for c in cal)
+        out[s] = row
+    return out
+
+
 # The run ---------------------------------------------------------------------------------------
-
-def cell_dir(setting: str, variant: int, settings: list[str], variants: list[int]) -> str:
-    parts = ([setting] if len(settings) > 1 else []) + ([f"template_{variant + 1}"] if len(variants) > 1 else [])
-    return "/".join(parts)
-
 
 def run_pope(
     questions: str | Path,
@@ -188,7 +248,10 @@ def run_pope(
     seed: int = 0,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Answer every question of every setting and template, resumably; write answers, metrics and a report."""
+    """Answer every question of every setting and template, resumably, into one run folder.
+
+    Returns the summary (setting -> metrics); metrics.json holds it with the per-template metrics.
+    """
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if language not in LANGUAGES:
@@ -198,75 +261,117 @@ def run_pope(
     files = question_files(questions, setting)
     variants = parse_variants(prompt_variant)
     sets = {s: read_questions(p) for s, p in files.items()}
+    samples = pope_samples(sets, files, images, language, variants)
     model_name = model if isinstance(model, str) else model.name
     config = {
         "questions": {s: str(Path(p).resolve()) for s, p in files.items()}, "images": str(Path(images).resolve()),
-        "model": model_name, "mode": mode, "prompt_variants": [v + 1 for v in variants], "language": language,
+        "fingerprints": {"questions": {s: fingerprint(p) for s, p in files.items()}, "images": fingerprint(images)},
+        "model": model_name, "mode": mode, "prompt_variants": [v + 1 for v in variants], "language": language, "parser": "pope",
         "max_new_tokens": max_new_tokens if mode == "generate" else None, "calibration": calibration, "seed": seed,
     }
-    names = list(sets)
-    cells = [(s, v, cell_dir(s, v, names, variants)) for s in names for v in variants]
-    outputs = sorted({c.split("/")[0] for _, _, c in cells if c}) or ["answers.jsonl", "metrics.json"]
-    run = RunDir(out, config, force=force, outputs=outputs + ["summary.json", "report.md", "report.html", "report_files"])
-    logs = {c: run.log(f"{c}/answers.jsonl" if c else "answers.jsonl", key="question_id") for _, _, c in cells}
-    todo = {c: [q for q in sets[s] if str(q["question_id"]) not in logs[c].done_keys()] for s, _, c in cells}
-    total = sum(len(t) for t in todo.values())
-    if total and isinstance(model, str):
-        from annotaudit.models import load_model
 
-        model = load_model(model)
-    if total and not model.accepts_images:
-        raise InputError(f"model {model_name!r} does not read images; POPE needs a vision-language model")
-    started, answered = time.time(), 0
-    with progress(f"POPE {mode} {model_name}", total) as advance:
-        for s, v, c in cells:
-            groups = by_image(todo[c])
-            for k in range(0, len(groups), batch_images):
-                batch = [q for g in groups[k : k + batch_images] for q in g]
-                logs[c].append(answer(model, batch, images, mode, language, v, max_new_tokens, files[s]))
-                answered += len(batch)
-                advance(len(batch))
-    elapsed = time.time() - started
-    results = {}
-    for s, v, c in cells:
-        records = _ordered(logs[c].read(), sets[s])
-        m = generate_metrics(records, language) if mode == "generate" else score_metrics(records, calibration, seed)
-        run.write_json(f"{c}/metrics.json" if c else "metrics.json", {**m, "setting": s, "prompt_variant": v + 1, "mode": mode, "language": language, "model": model_name})
-        results[(s, v)] = m
-    summary = summarise(results, names, variants)
-    run.write_json("summary.json", summary)
-    write_report(out, model_name, mode, language, summary, results, names, variants)
-    run.finish(questions=answered, questions_per_second=round(answered / elapsed, 3) if answered and elapsed > 0 else None)
-    return summary
+    def solver(device: str | None):
+        loaded = model
+        if isinstance(loaded, str):
+            from annotaudit.models import load_model
+
+            loaded = load_model(loaded, device=device)
+        if not loaded.accepts_images:
+            raise InputError(f"model {model_name!r} does not read images; POPE needs a vision-language model")
+        return lambda batch: answer_questions(loaded, batch, images, mode, language, max_new_tokens)
+
+    result = run_samples(
+        out, config, samples, solver,
+        lambda records: pope_metrics(records, mode, language, calibration, seed, "pope", model_name),
+        report=write_pope_report, batch_size=batch_images, description=f"POPE {mode} {model_name}", force=force,
+    )
+    return result.get("summary", {})
 
 
-def _ordered(records: list[dict[str, Any]], questions: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_id = {str(r["question_id"]): r for r in records}
-    return [by_id[str(q["question_id"])] for q in questions if str(q["question_id"]) in by_id]
+# Scoring without a model -----------------------------------------------------------------------
+
+def reparse(records: list[dict[str, Any]], parser: str, language: str) -> list[dict[str, Any]]:
+    """Generate-mode records with each prediction re-read from the raw answer by another parser."""
+    parse = get_parser(parser)
+    return [{**r, "prediction": parse(r["raw"], language)} for r in records]
 
 
-def summarise(results: dict[tuple[str, int], dict[str, Any]], settings: list[str], variants: list[int]) -> dict[str, Any]:
-    """Per setting: each metric's value, or its mean and std across templates."""
-    keys = METRICS + ("auroc", "yes_bias")
-    out: dict[str, Any] = {}
-    for s in settings:
-        row: dict[str, Any] = {}
-        for k in keys:
-            vals = [results[(s, v)][k] for v in variants if k in results[(s, v)]]
-            if not vals:
-                continue
-            row[k] = statistics.fmean(vals)
-            if len(vals) > 1:
-                row[k + "_std"] = statistics.stdev(vals)
-        cal = [results[(s, v)]["calibration"] for v in variants if "calibration" in results[(s, v)]]
-        if cal:
-            row["threshold"] = statistics.fmean(c["threshold"] for c in cal)
-            for part in ("raw", "calibrated"):
-                for k in ("accuracy", "f1", "yes_ratio"):
-                    row[f"{part}_{k}"] = statistics.fmean(c[part][k] for c in cal)
-        out[s] = row
-    return out
+def answer_file_records(questions: str | Path, answers: str | Path, parser: str = "pope", language: str = "en") -> list[dict[str, Any]]:
+    """Records (the run schema) of an answers file paired with its questions file; the setting is the questions file's stem."""
+    parse = get_parser(parser)
+    setting = Path(questions).stem
+    records = []
+    for q, text in pair_answers(read_questions(questions), read_answers(answers), answers):
+        sample = Sample(id=str(q["question_id"]), input={"prompt": q["text"], "image": q["image"]}, target=q["label"],
+                        meta={"setting": setting, "template": 1, "question_id": q["question_id"]})
+        records.append(make_record(sample, parse(text, language), text))
+    return records
 
+
+def score_pope(
+    run: str | Path | None = None,
+    questions: str | Path | None = None,
+    answers: str | Path | None = None,
+    out: str | Path | None = None,
+    parser: str = "pope",
+    language: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Metrics of a finished run folder (`run`) or of an answers file against its questions, without a model.
+
+    With `out`, a run folder like `audit pope run`'s (run.json, records.jsonl, metrics.json, report);
+    `out` may be `run` itself, which rewrites its metrics and report (with the run's own parser).
+    Returns the metrics (as in metrics.json).
+    """
+    get_parser(parser)
+    if (run is None) == (questions is None and answers is None):
+        raise InputError("give either a run folder (--run), or a questions file and an answers file (--questions, --answers)")
+    if run is not None:
+        source = run_config(run)
+        records = read_records(run)
+        mode, calibration, seed = source.get("mode", "generate"), source.get("calibration", 0.2), source.get("seed", 0)
+        if language not in (None, source.get("language", "en")):
+            raise InputError(f"the run was asked in {source.get('language')!r}, not {language!r}", path=run)
+        language = source.get("language", "en")
+        changed = mode == "generate" and parser != source.get("parser", "pope")
+        if changed:
+            records = reparse(records, parser, language)
+        else:
+            parser = source.get("parser", "pope")
+        config = {"run": str(Path(run).resolve()), "fingerprints": {"records": fingerprint(Path(run) / RECORDS)},
+                  "model": source.get("model"), "mode": mode, "language": language, "parser": parser,
+                  "calibration": calibration, "seed": seed}
+        model = source.get("model")
+    else:
+        if questions is None or answers is None:
+            raise InputError("scoring an answers file needs both the questions file and the answers file (--questions, --answers)")
+        language = language or "en"
+        if language not in LANGUAGES:
+            raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
+        records = answer_file_records(questions, answers, parser, language)
+        mode, calibration, seed, changed, model = "generate", 0.2, 0, False, Path(answers).name
+        config = {"questions": str(Path(questions).resolve()), "answers": str(Path(answers).resolve()),
+                  "fingerprints": {"questions": fingerprint(questions), "answers": fingerprint(answers)},
+                  "model": None, "mode": mode, "language": language, "parser": parser, "calibration": calibration, "seed": seed}
+
+    def metric(recs: list[dict[str, Any]]) -> dict[str, Any]:
+        return pope_metrics(recs, mode, language, calibration, seed, parser, model)
+
+    if out is None:
+        return metric(records)
+    out = Path(out)
+    if run is not None and out.resolve() == Path(run).resolve():
+        if changed:
+            raise InputError(f"re-scoring in place keeps the run's parser ({source.get('parser', 'pope')}); write to another folder", path=run)
+        return score_records(out, records, metric, write_pope_report)
+    rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS_FILE, *REPORT_FILES])
+    write_jsonl(out / RECORDS, records)
+    result = score_records(out, records, metric, write_pope_report)
+    rundir.finish(items=len(records))
+    return result
+
+
+# Report ----------------------------------------------------------------------------------------
 
 def _pct(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
@@ -276,11 +381,18 @@ def _pct(row: dict[str, Any], key: str) -> str:
     return text + (f" ± {100 * row[key + '_std']:.1f}" if key + "_std" in row else "")
 
 
-def write_report(out: str | Path, model_name: str, mode: str, language: str, summary: dict[str, Any], results: dict, settings: list[str], variants: list[int]) -> None:
-    """One table over the settings, like the paper's Table 3 (values in %)."""
-    report = Report(f"POPE: {model_name}")
-    templates = ", ".join(f"{v + 1}: “{TEMPLATES[language][v].format(obj='…')}”" for v in variants)
-    report.text(f"Mode: {mode}. Language: {language}. Templates {templates}." + (" Values are mean ± std across templates." if len(variants) > 1 else ""))
+def write_pope_report(records: list[dict[str, Any]], result: dict[str, Any], out: str | Path) -> None:
+    """One table over the settings, like the paper's Table 3 (values in %), then the per-template table."""
+    from annotaudit.core.report import Report
+
+    name, mode, language = result.get("model") or "answers", result["mode"], result["language"]
+    summary, per_template = result["summary"], result["templates"]
+    settings = list(summary)
+    templates = list(dict.fromkeys(int(t) for s in settings for t in per_template[s]))
+    report = Report(f"POPE: {name}")
+    text = ", ".join(f"{t}: “{TEMPLATES[language][t - 1].format(obj='…')}”" for t in templates)
+    report.text(f"Mode: {mode}. Language: {language}. Parser: {result.get('parser', 'pope')}. Templates {text}."
+                + (" Values are mean ± std across templates." if len(templates) > 1 else ""))
     rows = []
     for s in settings:
         row = {"setting": s, **{k: _pct(summary[s], k) for k in METRICS}}
@@ -293,8 +405,8 @@ def write_report(out: str | Path, model_name: str, mode: str, language: str, sum
         report.heading("Calibrated threshold")
         report.text("A threshold on log P(yes) − log P(no) fitted for accuracy on a held-out share of the images; raw and calibrated decisions on the remaining images.")
         report.table([{"setting": s, "threshold": round(summary[s]["threshold"], 4), **{f"{p} {k}": _pct(summary[s], f"{p}_{k}") for p in ("raw", "calibrated") for k in ("accuracy", "f1", "yes_ratio")}} for s in settings if "threshold" in summary[s]])
-    if len(variants) > 1:
+    if len(templates) > 1:
         report.heading("Per template")
-        report.table([{"setting": s, "template": v + 1, **{k: _pct(results[(s, v)], k) for k in METRICS}} for s in settings for v in variants])
-    report.bar_chart({s: {k: summary[s][k] for k in ("accuracy", "f1", "yes_ratio")} for s in settings}, title=f"POPE {model_name}")
+        report.table([{"setting": s, "template": t, **{k: _pct(m, k) for k in METRICS}} for s in settings for t, m in per_template[s].items()])
+    report.bar_chart({s: {k: summary[s][k] for k in ("accuracy", "f1", "yes_ratio")} for s in settings}, title=f"POPE {name}")
     report.write(out)

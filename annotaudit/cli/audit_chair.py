@@ -12,18 +12,6 @@ LANGUAGE = typer.Option("en", "--language", help="Language of the captions: en o
 FIX = typer.Option(False, "--fix-quirks", help="Fix the reference's singularization quirks (bus -> bu ...); numbers then differ from the literature.")
 
 
-def _truth(ground_truth: Path | None, instances: list[Path] | None, captions_ref: list[Path] | None, fix_quirks: bool) -> tuple[dict, str]:
-    from annotaudit.audit.chair import build_ground_truth, load_ground_truth
-    from annotaudit.core.errors import InputError
-
-    if ground_truth is not None:
-        return load_ground_truth(ground_truth), str(ground_truth)
-    if instances:
-        source = "instances=" + ",".join(map(str, instances)) + " captions=" + ",".join(map(str, captions_ref or []))
-        return build_ground_truth(instances, captions_ref or [], fix_quirks=fix_quirks), source
-    raise InputError("give --ground-truth FILE, or --instances FILE (with --captions-ref FILE)")
-
-
 def _print_metrics(metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -59,33 +47,30 @@ def build_gt(
 
 @app.command("score")
 def score(
-    captions: Path = typer.Option(..., "--captions", help="Captions: JSONL or JSON list of {image_id, caption}, POPE-style {question_id, text}, or `audit chair run` output."),
-    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, details.jsonl and the report."),
-    ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth from build-gt (image id -> categories; .gz accepted)."),
+    captions: Path = typer.Option(..., "--captions", help="Captions: JSONL, JSON list or concatenated JSON of {image_id, caption}, POPE-style {question_id, text}, "
+                                  "or a finished `audit chair run` folder (or its records.jsonl)."),
+    out: Path = typer.Option(..., "--out", help="Folder for run.json, records.jsonl, metrics.json, problems.jsonl and the report."),
+    ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth from build-gt (image id -> categories; .gz accepted). "
+                                      "Without it, a run's records are scored against their own targets."),
     instances: list[Path] = typer.Option(None, "--instances", help="Or build ground truth from COCO instances_*.json (repeatable)."),
     captions_ref: list[Path] = typer.Option(None, "--captions-ref", help="COCO captions_*.json for the ground truth (repeatable)."),
     image_map: Path = typer.Option(None, "--image-map", help="For POPE-style captions: question file or JSON {question_id: image}."),
-    language: str = LANGUAGE,
+    language: str = typer.Option(None, "--language", help="Language of the captions: en or it (default: the run's language, else en)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad line instead of reporting and skipping it."),
     fix_quirks: bool = FIX,
 ) -> None:
     """Score captions with CHAIR_s, CHAIR_i, recall and mean length.
 
     Example: audit chair score --captions captions.jsonl --ground-truth gt.json --out chair-out
+
+    Example: audit chair score --captions chair-llava --out chair-llava-rescored   (re-score a run without the model)
     """
-    from annotaudit.audit.chair import Problems, load_image_map, read_captions, score_captions, write_results
+    from annotaudit.audit.chair import score_caption_file
+    from annotaudit.core.io import Problems
 
     problems = Problems(strict=strict)
-    truth, _ = _truth(ground_truth, instances, captions_ref, fix_quirks)
-    mapping = load_image_map(image_map) if image_map else None
-    caps = read_captions(captions, mapping, problems)
-    metrics, details = score_captions(caps, truth, language, fix_quirks, problems, source=captions)
-    metrics["problems"] = problems.messages()
-    write_results(out, metrics, details, title=f"CHAIR of {captions.name}")
-    for msg in problems.messages()[:20]:
-        typer.secho(f"warning: {msg}", fg="yellow", err=True)
-    if len(problems.errors) > 20:
-        typer.secho(f"... and {len(problems.errors) - 20} more (see metrics.json)", fg="yellow", err=True)
+    metrics = score_caption_file(captions, out, ground_truth, instances or (), captions_ref or (), image_map, language, fix_quirks, problems)
+    problems.show(lambda msg: typer.secho(msg, fg="yellow", err=True), out / "problems.jsonl")
     _print_metrics(metrics)
     typer.echo(f"results in {out}")
 
@@ -94,14 +79,14 @@ def score(
 def run(
     model: str = typer.Option(..., "--model", help="A registered VLM name or hf:<path>."),
     images: Path = typer.Option(..., "--images", help="Folder of COCO images (file names end in the image id)."),
-    out: Path = typer.Option(..., "--out", help="Run folder (resumes when it already holds this run)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: run.json, records.jsonl, metrics.json, report (resumes when it already holds this run)."),
     image_ids: Path = typer.Option(None, "--image-ids", help="File of image ids or file names, one a line."),
     sample: int = typer.Option(None, "--sample", help="Or caption N images drawn at random (with --seed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample and of generation."),
     prompt: list[str] = typer.Option(None, "--prompt", help="A prompt text (repeatable)."),
     prompt_set: str = typer.Option(None, "--prompt-set", help="Named prompts, e.g. I1,I2 (also OPERA, I1-it, I2-it)."),
     max_new_tokens: int = typer.Option(512, "--max-new-tokens"),
-    batch_size: int = typer.Option(4, "--batch-size"),
+    batch_size: int = typer.Option(4, "--batch-size", help="Captions a batch (an image's prompts stay in one batch)."),
     ground_truth: Path = typer.Option(None, "--ground-truth", help="Ground truth from build-gt."),
     instances: list[Path] = typer.Option(None, "--instances", help="Or COCO instances_*.json (repeatable)."),
     captions_ref: list[Path] = typer.Option(None, "--captions-ref", help="COCO captions_*.json for the ground truth."),
@@ -113,10 +98,11 @@ def run(
 
     Example: audit chair run --model llava-1.5-7b --images val2014/ --sample 500 --seed 0 --prompt-set I1,I2 --ground-truth gt.json --out chair-llava
     """
+    from annotaudit.audit.chair import resolve_ground_truth
     from annotaudit.audit.chair_run import resolve_prompts, run_chair
 
     prompts = resolve_prompts(prompt_set, prompt or [])
-    truth, source = _truth(ground_truth, instances, captions_ref, fix_quirks)
+    truth, source = resolve_ground_truth(ground_truth, instances or (), captions_ref or (), fix_quirks)
     metrics = run_chair(model, images, truth, out, prompts, image_ids, sample, seed, max_new_tokens, batch_size, language, fix_quirks, force, source)
     _print_metrics(metrics)
     typer.echo(f"results in {out}")

@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from annotaudit.core.errors import InputError
-
 app = typer.Typer(help="POPE: poll a VLM about objects that are and are not in the image.", no_args_is_help=True)
 
 _METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
@@ -46,32 +44,16 @@ def build(
 
     Example: audit pope build --annotations instances_val2014.json --captions captions_val2014.json --setting all --out pope/coco_pope.json
     """
-    from annotaudit.audit.pope import LANGUAGES, SETTINGS
-    from annotaudit.audit.pope_build import _load_json, objects_from_coco, objects_from_json, output_paths, write_questions
-    from annotaudit.audit.pope_build import build as build_sets
+    from annotaudit.audit.pope import read_questions
+    from annotaudit.audit.pope_build import build_question_files
 
-    if bool(annotations) == bool(objects):
-        raise InputError("give either --annotations (COCO instances) or --objects, not both or neither")
-    if captions and not annotations:
-        raise InputError("--captions goes with --annotations")
-    if language not in LANGUAGES:
-        raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
-    settings = list(SETTINGS) if setting == "all" else [setting]
-    if any(s not in SETTINGS for s in settings):
-        raise InputError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)} or all")
-    if objects:
-        objs, files = objects_from_json(objects), None
-    else:
-        objs, files = objects_from_coco(annotations, captions)
-    sets = build_sets(
-        objs, settings, n_images=images, per_image=per_image, min_objects=min_objects, seed=seed, language=language,
-        file_names=files, image_pattern=image_pattern,
-        frequency_table=_load_json(frequency) if frequency else None, co_occur_table=_load_json(co_occur) if co_occur else None,
+    paths = build_question_files(
+        out, annotations=annotations, captions=captions, objects=objects, setting=setting, images=images, per_image=per_image,
+        min_objects=min_objects, seed=seed, language=language, image_pattern=image_pattern, frequency=frequency, co_occur=co_occur,
     )
-    for s, path in output_paths(out, settings).items():
-        write_questions(path, sets[s])
-        n_img = len({q["image"] for q in sets[s]})
-        typer.echo(f"{s}: {len(sets[s])} questions over {n_img} images -> {path}")
+    for s, path in paths.items():
+        questions = read_questions(path)
+        typer.echo(f"{s}: {len(questions)} questions over {len({q['image'] for q in questions})} images -> {path}")
 
 
 @app.command("run")
@@ -79,7 +61,7 @@ def run(
     questions: Path = typer.Option(..., "--questions", help="A POPE question file; with --setting all, a folder with *_<setting>.json or one of them."),
     images: Path = typer.Option(..., "--images", help="Folder of the images the questions name."),
     model: str = typer.Option(..., "--model", help="Registry name, hf:<id or path>, or a local model folder."),
-    out: Path = typer.Option(..., "--out", help="Run folder: answers.jsonl, metrics.json, report.md/html, run.json."),
+    out: Path = typer.Option(..., "--out", help="Run folder: run.json, records.jsonl, metrics.json, report.md/html."),
     setting: str = typer.Option(None, help="random, popular, adversarial, or all (one combined table)."),
     mode: str = typer.Option("generate", help="generate (greedy, POPE's protocol) or score (log P(yes) vs log P(no))."),
     prompt_variant: str = typer.Option("1", help="Template 1-4, or all for mean ± std across the four."),
@@ -106,22 +88,26 @@ def run(
 
 @app.command("score")
 def score(
-    questions: Path = typer.Option(..., "--questions", help="The POPE question file (labels)."),
-    answers: Path = typer.Option(..., "--answers", help="JSONL answers carrying 'answer' or 'text'."),
+    run: Path = typer.Option(None, "--run", help="A finished `audit pope run` folder: score its records.jsonl again, no model."),
+    questions: Path = typer.Option(None, "--questions", help="The POPE question file (labels), with --answers."),
+    answers: Path = typer.Option(None, "--answers", help="JSONL answers carrying 'answer' or 'text'."),
     parser: str = typer.Option("pope", help="pope (POPE's evaluate.py), strict or vlmevalkit."),
-    language: str = typer.Option("en", help="en or it (Italian adds Sì/Non)."),
-    out: Path = typer.Option(None, "--out", help="Folder for metrics.json."),
+    language: str = typer.Option(None, help="en or it (Italian adds Sì/Non); default en, or the run's."),
+    out: Path = typer.Option(None, "--out", help="Run folder to write: run.json, records.jsonl, metrics.json, report.md/html."),
+    force: bool = typer.Option(False, help="Discard an old result with another configuration in OUT."),
 ) -> None:
-    """Score answers against POPE labels, POPE's way by default.
+    """Score answers against POPE labels (POPE's way by default), or score a finished run again.
 
     Example: audit pope score --questions coco_pope_random.json --answers answers.jsonl --out scores/
-    """
-    from annotaudit.audit.pope import score_answers
-    from annotaudit.core.io import write_json
 
-    result = score_answers(questions, answers, parser, language)
-    _print_table(f"POPE ({parser} parser)", {questions.stem: result})
-    typer.echo(json.dumps({k: result[k] for k in ("n", "tp", "fp", "tn", "fn", "unknown")}))
+    Example: audit pope score --run runs/pope-llava --parser strict --out runs/pope-llava-strict
+    """
+    from annotaudit.audit.pope_run import score_pope
+
+    result = score_pope(run=run, questions=questions, answers=answers, out=out, parser=parser, language=language, force=force)
+    _print_table(f"POPE ({result['parser']} parser)", result["summary"])
+    for setting, cells in result["templates"].items():
+        for template, m in cells.items():
+            typer.echo(json.dumps({"setting": setting, "template": int(template), **{k: m[k] for k in ("n", "tp", "fp", "tn", "fn", "unknown")}}))
     if out:
-        write_json(Path(out) / "metrics.json", result)
-        typer.echo(f"metrics in {Path(out) / 'metrics.json'}")
+        typer.echo(f"results in {out} (records.jsonl, metrics.json, report.md, report.html)")

@@ -33,7 +33,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from annotaudit.audit.pope import italian_phrase, italian_table, question_text
+from annotaudit.audit.pope import coco_italian_names, italian_phrase, question_text
 
 # COCO id, English name and plural; Italian forms come from audit's table of COCO categories.
 CATEGORIES: list[tuple[int, str, str]] = [
@@ -253,7 +253,7 @@ def _article_en(word: str) -> str:
 
 def italian(category: str) -> dict[str, str]:
     """Italian name, plural, gender and article of a category (audit/data/coco_categories_it.json)."""
-    return italian_table()[category]
+    return coco_italian_names()[category]
 
 
 def phrase_en(category: str, colour: str | None, n: int = 1) -> str:
