@@ -12,12 +12,16 @@ import torch
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
+from annotaudit.annotate.tasks import get_task
 from annotaudit.classifiers import train as train_module
-from annotaudit.classifiers.data import Example, get_task, load_split, read_llm_labels
-from annotaudit.classifiers.mmbt import MMBT, MMBTConfig, SequenceBuilder, load_classifier, load_encoders
-from annotaudit.classifiers.train import TrainConfig, train_classifier
+from annotaudit.classifiers.data import Example, load_split, read_llm_labels
+from annotaudit.classifiers.mmbt import MMBT, MMBTConfig, SequenceBuilder, load_classifier, load_encoders, save_classifier
+from annotaudit.classifiers.predict import predict
+from annotaudit.classifiers.train import ClassifierTrainConfig, train_classifier
 from annotaudit.cli.classify import app
 from annotaudit.core.errors import InputError
+from annotaudit.core.runner import RECORD_KEYS
+from annotaudit.core.runs import ConfigMismatch
 
 runner = CliRunner()
 
@@ -82,24 +86,31 @@ def mmimdb(root: Path, sizes=(150, 45, 45), seed: int = 1) -> Path:
     return root
 
 
+def annotate_record(item: str, prediction, raw: str = "") -> dict:
+    """A record as `annotate run` writes it (the schema every command shares)."""
+    return {"id": item, "input": {"prompt": raw}, "target": None, "prediction": prediction, "raw": raw, "scores": None, "meta": {}}
+
+
+def write_records(run_dir: Path, records: list[dict], model: str | None = None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if model:
+        (run_dir / "run.json").write_text(json.dumps({"config": {"model": model}}))
+    return run_dir
+
+
 def llm_run(run_dir: Path, items: list[Example], task_name: str, noise: float, noanswer: int = 0, seed: int = 0) -> Path:
-    """An annotate run dir: predictions.jsonl with `noise` of the labels flipped to another class."""
+    """An annotate run dir: records.jsonl with `noise` of the labels flipped to another class."""
     task = get_task(task_name)
     rng = random.Random(seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
     flip = set(rng.sample(range(len(items)), round(noise * len(items))))
-    lines = []
+    records = []
     for i, ex in enumerate(items):
         label = ex.target
         if i in flip:
-            label = rng.choice([x for x in task.labels if x != label])
-        rec = {"id": ex.id, "label": label, "answered": True}
-        if i < noanswer:
-            rec = {"id": ex.id, "label": "NOANSWER", "answered": False}
-        lines.append(json.dumps(rec))
-    (run_dir / "predictions.jsonl").write_text("\n".join(lines) + "\n")
-    (run_dir / "run.json").write_text(json.dumps({"config": {"model": f"fake-llm-{int(noise * 100)}"}}))
-    return run_dir
+            label = rng.choice([x for x in task.classes if x != label])
+        records.append(annotate_record(ex.id, "NOANSWER" if i < noanswer else label))
+    return write_records(run_dir, records, f"fake-llm-{int(noise * 100)}")
 
 
 def tiny_flags(tiny) -> list[str]:
@@ -219,15 +230,17 @@ def test_text_task_mmimdb_train_predict(tiny, tmp_path):
     new = tmp_path / "new.jsonl"
     new.write_text(json.dumps({"id": "d", "text": PLOTS[0], "image": "new.png"}) + "\n"
                    + json.dumps({"id": "dc", "text": PLOTS[2], "image": "new.png"}) + "\n")
-    pred_out = tmp_path / "pred.jsonl"
+    pred_out = tmp_path / "pred"
     assert invoke(["predict", "--model", str(out), "--data", str(new), "--out", str(pred_out)]).exit_code == 0
-    preds = {r["id"]: r for r in map(json.loads, pred_out.read_text().splitlines())}
-    assert preds["d"]["label"] == ["drama"] and preds["dc"]["label"] == ["drama", "comedy"]
-    assert set(preds["d"]["probs"]) == {"drama", "comedy"}
+    preds = {r["id"]: r for r in map(json.loads, (pred_out / "records.jsonl").read_text().splitlines())}
+    assert preds["d"]["prediction"] == ["drama"] and preds["dc"]["prediction"] == ["drama", "comedy"]
+    assert set(preds["d"]["scores"]) == {"drama", "comedy"}
     # Reloaded from safetensors, the model labels the test split as it did at the end of training.
-    assert invoke(["predict", "--model", str(out), "--task", "mmimdb", "--data", str(data), "--split", "test", "--out", str(pred_out)]).exit_code == 0
-    again = [json.loads(x)["label"] for x in pred_out.read_text().splitlines()]
-    assert again == [json.loads(x)["label"] for x in (out / "test_predictions.jsonl").read_text().splitlines()]
+    test_out = tmp_path / "pred_test"
+    assert invoke(["predict", "--model", str(out), "--task", "mmimdb", "--data", str(data), "--split", "test", "--out", str(test_out)]).exit_code == 0
+    again = [json.loads(x)["prediction"] for x in (test_out / "records.jsonl").read_text().splitlines()]
+    assert again == [json.loads(x)["prediction"] for x in (out / "records.jsonl").read_text().splitlines()]
+    assert json.loads((test_out / "metrics.json").read_text())["micro_f1"] == pytest.approx(metrics["micro_f1"])
     model, _, _ = load_classifier(out / "model")
     assert model.config.multi_label and model.config.labels == ["drama", "comedy"]
 
@@ -237,7 +250,7 @@ def test_real_minilm_as_text_encoder(tiny, tmp_path):
     data = hateful_memes(tmp_path / "hm", signal="text", sizes=(48, 24, 24))
     task = get_task("hateful_memes")
     splits = [load_split(task, data, s) for s in task.splits]
-    cfg = TrainConfig(text_encoder=str(folder), image_encoder=str(tiny("resnet")), epochs=2, batch_size=16, lr=1e-4, max_length=24,
+    cfg = ClassifierTrainConfig(text_encoder=str(folder), image_encoder=str(tiny("resnet")), epochs=2, batch_size=16, lr=1e-4, max_length=24,
                       freeze_image_epochs=100, cpu=True)
     metrics = train_classifier(task, *splits, cfg, tmp_path / "minilm")
     assert metrics["auroc"] > 0.9, metrics
@@ -265,7 +278,7 @@ def test_killed_run_resumes_from_last_checkpoint(tiny, tmp_path, monkeypatch):
     task = get_task("xnli")
     splits = [load_split(task, data, s) for s in task.splits]
     assert not set(e.id for e in splits[0]) & set(e.id for e in splits[1])
-    cfg = TrainConfig(text_encoder=str(tiny("bert")), epochs=3, batch_size=16, lr=2e-3, max_length=32, patience=5, cpu=True)
+    cfg = ClassifierTrainConfig(text_encoder=str(tiny("bert")), epochs=3, batch_size=16, lr=2e-3, max_length=32, patience=5, cpu=True)
     whole = train_classifier(task, *splits, cfg, tmp_path / "whole")
 
     real_save = train_module.save_checkpoint
@@ -291,10 +304,7 @@ def test_bad_inputs_name_the_item(tiny, tmp_path):
     data = hateful_memes(tmp_path / "hm", signal="image", sizes=(6, 4, 4))
     task = get_task("hateful_memes")
     train = load_split(task, data, "train")
-    bad_run = tmp_path / "bad_run"
-    bad_run.mkdir()
-    (bad_run / "predictions.jsonl").write_text(json.dumps({"id": train[0].id, "label": "hateful"}) + "\n"
-                                               + json.dumps({"id": train[1].id, "label": "offensive"}) + "\n")
+    bad_run = write_records(tmp_path / "bad_run", [annotate_record(train[0].id, "hateful"), annotate_record(train[1].id, "offensive")])
     with pytest.raises(InputError) as err:
         read_llm_labels(task, bad_run)
     assert err.value.item == train[1].id and err.value.line == 2 and "offensive" in str(err.value)
@@ -306,3 +316,77 @@ def test_bad_inputs_name_the_item(tiny, tmp_path):
     assert err.value.item == "train3" and "image not found" in str(err.value)
     with pytest.raises(InputError, match="unknown task"):
         get_task("imdb")
+
+
+# one task for annotate and classify ------------------------------------------------------------
+
+
+def test_one_task_type_for_annotate_and_classify(tmp_path):
+    hm, mm = get_task("hateful_memes"), get_task("mmimdb")
+    assert hm.labels == hm.classes == ["not_hateful", "hateful"] and hm.positive == "hateful"
+    assert (hm.metrics, hm.primary, hm.splits) == (["auroc", "accuracy"], "auroc", ["train", "dev_seen", "test_unseen"])
+    assert mm.labels == ["drama", "comedy", "both"] and mm.classes == ["drama", "comedy"] and mm.classes_multi_label
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prompt: '{text}'\nlabels: [a, b, c]\nmetrics: [auroc]\n")
+    with pytest.raises(InputError, match="auroc needs"):
+        get_task(bad)
+
+
+def test_head_saved_in_another_class_order_predicts_the_same_classes(tiny, tmp_path):
+    """A head saved with its classes in another order than the task's (hateful, not_hateful) loads by name."""
+    text, tok, _, _ = load_encoders(str(tiny("bert")), None)
+    model = MMBT(text, None, MMBTConfig(labels=["hateful", "not_hateful"], task="hateful_memes")).eval()
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([-4.0, 4.0]))  # index 1 = not_hateful wins
+    save_classifier(model, tmp_path / "old", tok, None)
+    examples = [Example("a", "a dog", None, ""), Example("b", "a cat", None, "")]
+    old_probs = model.probabilities(model(**SequenceBuilder(tok, 3, 24).collate([SequenceBuilder(tok, 3, 24).encode(e.text, False) for e in examples]))["logits"])
+    records = predict(tmp_path / "old", examples)
+    assert [r["prediction"] for r in records] == ["not_hateful", "not_hateful"]
+    for r, row in zip(records, old_probs.tolist()):
+        assert r["scores"] == pytest.approx({"hateful": row[0], "not_hateful": row[1]}, abs=1e-5)
+    reloaded, _, _ = load_classifier(tmp_path / "old", labels=["not_hateful", "hateful"])
+    assert reloaded.config.labels == ["not_hateful", "hateful"] and reloaded.classifier.bias.tolist() == [4.0, -4.0]
+
+
+TOPIC_YAML = """\
+name: pets
+prompt: "{text}\\nIs this about a dog or a cat?"
+labels: [dog, cat]
+positive: dog
+aliases: {canine: dog, "1": dog}
+"""
+
+
+def test_yaml_task_with_a_split_field_trains_and_refuses_edited_data(tiny, tmp_path):
+    task_file = tmp_path / "pets.yaml"
+    task_file.write_text(TOPIC_YAML)
+    rows = [{"id": f"{split}{i}", "text": DOG if i % 2 else CAT, "label": "dog" if i % 2 else "cat", "split": split}
+            for split, n in (("train", 24), ("dev", 8), ("test", 8)) for i in range(n)]
+    data = tmp_path / "pets.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = get_task(task_file)
+    assert [len(load_split(task, data, s)) for s in task.splits] == [24, 8, 8] and load_split(task, data, "train")[1].target == "dog"
+    out = tmp_path / "pets"
+    args = ["train", "--task", str(task_file), "--data", str(data), "--epochs", "1", "--out", str(out), *tiny_flags(tiny)]
+    assert invoke(args).exit_code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"auroc", "accuracy", "dev", "final_loss", "best_loss"} <= set(metrics) and metrics["final_loss"] == metrics["best_loss"]
+    records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 8 and set(records[0]) == set(RECORD_KEYS) and set(records[0]["scores"]) == {"dog", "cat"}
+    assert (out / "report.md").is_file() and (out / "report.html").is_file()
+    assert json.loads((out / "run.json").read_text())["config"]["data_fingerprint"].startswith("sha256:")
+    data.write_text(data.read_text().replace("there is a cat", "there is a kitten", 1))
+    with pytest.raises(ConfigMismatch, match="data_fingerprint"):
+        invoke(args)
+
+
+def test_llm_labels_an_id_twice_names_the_line(tmp_path):
+    run = write_records(tmp_path / "run", [annotate_record("a", "hateful"), annotate_record("b", "NOANSWER"), annotate_record("a", "not_hateful")],
+                        model="some-llm")
+    with pytest.raises(InputError) as err:
+        read_llm_labels(get_task("hateful_memes"), run)
+    assert err.value.line == 3 and err.value.item == "a" and "twice" in str(err.value)
+    labels = read_llm_labels(get_task("hateful_memes"), write_records(tmp_path / "ok", [annotate_record("a", "hateful"), annotate_record("b", "NOANSWER"),
+                                                                                    annotate_record("c", "1")], "some-llm"))
+    assert labels.name == "some-llm" and labels.labels == {"a": "hateful", "b": "NOANSWER", "c": "hateful"} and "b" not in labels.answered

@@ -116,6 +116,16 @@ def test_build_loads_in_stock_transformers_and_registry(built, tiny):
     assert load_model("tiny-it-llava").entry.checkpoint == str(built)
 
 
+def test_build_records_its_inputs_and_refuses_another_build(built, tiny):
+    from annotaudit.core.runs import ConfigMismatch
+
+    manifest = json.loads((built / "run.json").read_text())
+    assert manifest["config"]["llm"] == str(tiny("mistral")) and manifest["inputs"]["llm"].startswith("files:")
+    assert manifest["pinpoints"] == [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]] and manifest["sessions"]
+    with pytest.raises(ConfigMismatch, match="template"):
+        build_lvlm(tiny("clip-vision"), tiny("mistral"), built, template="vicuna_v1.1")
+
+
 def test_build_adds_image_token_and_keeps_own_chatml_template(smol_tokenizer, tiny, tmp_path):
     from transformers import AutoProcessor, LlavaNextForConditionalGeneration
 
@@ -174,7 +184,10 @@ def test_bad_data_errors_name_file_and_item(tmp_path):
     with pytest.raises(InputError, match=r"d.json: item a: .*exactly one <image>"):
         load_conversations(path)
     path.write_text("[{\"id\": 1,\n oops]")
-    with pytest.raises(InputError, match=r"d.json:2: not valid JSON"):
+    with pytest.raises(InputError, match=r"d.json:2: malformed JSON"):
+        load_conversations(path)
+    path.write_text(json.dumps([{"id": "a", "conversations": []}, 3]))
+    with pytest.raises(InputError, match=r"d.json: item 2: expected a JSON object"):
         load_conversations(path)
 
 
@@ -204,6 +217,11 @@ def test_stage1_changes_only_the_projector(built, stage1):
     assert [s["step"] for s in steps] == list(range(1, 10)) and steps[-1]["loss"] < steps[0]["loss"]
     manifest = json.loads((stage1 / "run.json").read_text())
     assert manifest["config"]["stage"] == "pretrain" and manifest["complete"] and manifest["tokens_per_s"] > 0
+    assert manifest["config"]["data_fingerprint"].startswith("sha256:")
+    metrics = json.loads((stage1 / "metrics.json").read_text())
+    assert metrics["steps"] == 9 and metrics["final_loss"] == steps[-1]["loss"] and metrics["complete"]
+    assert metrics["best_loss"] == min(s["loss"] for s in steps) and metrics["first_loss"] == steps[0]["loss"]
+    assert "Loss curve" in (stage1 / "report.md").read_text() and (stage1 / "report.html").is_file()
 
 
 def test_stage2_trains_llm_not_vision_and_checkpoints_load(stage1, stage2):
@@ -242,6 +260,15 @@ def test_interrupted_run_resumes_to_the_same_model(stage1, task, tmp_path, group
     a, b = weights(full), weights(part)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert [json.loads(x)["step"] for x in (part / "train_log.jsonl").read_text().splitlines()] == list(range(1, 7))
+
+
+def test_resume_drops_logged_steps_past_the_checkpoint(stage1, task, tmp_path):
+    kw = dict(lr=1e-3, epochs=2, batch_size=4, save_every=2)  # stopping at step 5 resumes from step 4's checkpoint
+    train(stage1, task / "train.json", task / "images", tmp_path / "p", "finetune", max_steps=5, **kw)
+    assert json.loads((tmp_path / "p" / "metrics.json").read_text())["complete"] is False
+    train(stage1, task / "train.json", task / "images", tmp_path / "p", "finetune", **kw)
+    assert [json.loads(x)["step"] for x in (tmp_path / "p" / "train_log.jsonl").read_text().splitlines()] == list(range(1, 7))
+    assert json.loads((tmp_path / "p" / "metrics.json").read_text())["steps"] == 6
 
 
 def test_checked_text_and_cached_images_are_reused_and_length_groups_pad_less(built, tmp_path):
@@ -321,10 +348,29 @@ def test_trained_model_beats_untrained_and_eval_resumes(built, stage2, task, tmp
     assert set(trained["formattings"]) == {"post", "pre-swap", "post-swap", "pre"}
     assert trained["formattings"]["post"]["exact"] >= untrained["formattings"]["post"]["exact"] + 0.5
     assert trained["worst_approx"] >= trained["worst_exact"] and trained["std_exact"] >= 0
-    preds = (tmp_path / "e1" / "predictions.jsonl").read_text()
+    preds = (tmp_path / "e1" / "records.jsonl").read_text()
     assert len(preds.splitlines()) == 48 and "report.html" in os.listdir(tmp_path / "e1")
     again = evaluate(stage2, str(task / "vqa.jsonl"), task / "images", tmp_path / "e1", max_new_tokens=4)
-    assert again == trained and (tmp_path / "e1" / "predictions.jsonl").read_text() == preds
+    assert again == trained and (tmp_path / "e1" / "records.jsonl").read_text() == preds
+    assert json.loads((tmp_path / "e1" / "metrics.json").read_text()) == trained
+    rec = json.loads(preds.splitlines()[0])
+    assert rec["id"] == "post:q0" and rec["target"] == "rosso" and rec["meta"] == {"formatting": "post", "question_id": "q0"}
+    assert rec["input"]["image"] == "0.png" and rec["input"]["prompt"].startswith(QUESTION) and rec["raw"].strip() == rec["prediction"]
+    assert rec["scores"] == {"exact": exact_match(rec["raw"], "rosso"), "approx": approx_match(rec["raw"], "rosso")}
+
+
+def test_eval_rescores_without_the_model_and_refuses_an_edited_task(built, task, tmp_path):
+    from annotaudit.core.runs import ConfigMismatch
+    from annotaudit.lvlm.evaluate import rescore_eval
+
+    vqa = tmp_path / "vqa.jsonl"
+    shutil.copy(task / "vqa.jsonl", vqa)
+    first = evaluate(built, str(vqa), task / "images", tmp_path / "e", max_new_tokens=2, formatting="post,pre", limit=3)
+    (tmp_path / "e" / "metrics.json").unlink()
+    assert rescore_eval(tmp_path / "e") == first and (tmp_path / "e" / "metrics.json").is_file()
+    vqa.write_text(vqa.read_text().replace("rosso", "nero"))
+    with pytest.raises(ConfigMismatch, match="task_fingerprint"):
+        evaluate(built, str(vqa), task / "images", tmp_path / "e", max_new_tokens=2, formatting="post,pre", limit=3)
 
 
 def test_named_task_layouts(tmp_path):

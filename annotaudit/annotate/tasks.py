@@ -1,5 +1,6 @@
-"""Tasks as data: prompt, labels, verbalizers for score mode, and the patterns that pull a label out
-of free text. Built-ins follow Mohta et al. 2023; a user's task is a ten-line YAML or TOML file."""
+"""Tasks as data, for both annotate and classify: labels (in one fixed order), the prompt, verbalizers
+for score mode, the patterns that pull a label out of free text, and the splits and metrics a
+classifier uses. Built-ins follow Mohta et al. 2023; a user's task is a ten-line YAML or TOML file."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from . import readers
 
 NOANSWER = "NOANSWER"
 DATASETS = ("hateful_memes", "mmimdb", "xnli", "generic")
+CLASSIFIER_METRICS = ("auroc", "accuracy", "micro_f1", "macro_f1")
+# train, dev and test split names where a dataset's differ from train, dev, test.
+DATASET_SPLITS = {"hateful_memes": ("train", "dev_seen", "test_unseen")}
 
 
 @dataclass
@@ -27,7 +31,13 @@ class Task:
     patterns: label -> regexes, matched whole-word and case-insensitively (default: the label).
     negated: label -> label a negated mention counts as ("not hateful" -> not_hateful); a negated
       mention of a label not listed here is simply ignored.
-    combine: label -> labels whose joint mention means it (drama + comedy -> both).
+    combine: label -> labels whose joint mention means it (drama + comedy -> both). A classifier
+      learns the parts as a multi-label task (see `classes`).
+    positive: the label whose probability gives AUROC on binary tasks.
+    metrics, primary: what a classifier reports (primary first; default from the label space) and
+      stops early on.
+    splits: train, dev and test split names for a classifier (default the dataset's).
+    aliases: other spellings of a label in data or label files (raw, lower-case -> label or labels).
     """
 
     name: str
@@ -39,8 +49,12 @@ class Task:
     combine: dict[str, list[str]] = field(default_factory=dict)
     multi_label: bool = False
     dataset: str = "generic"
-    positive: str | None = None  # the label whose probability gives AUROC on binary tasks
+    positive: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # reader options (e.g. MM-IMDB task)
+    metrics: list[str] = field(default_factory=list)
+    primary: str | None = None
+    splits: list[str] = field(default_factory=list)
+    aliases: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.labels = [str(x) for x in self.labels]
@@ -57,6 +71,45 @@ class Task:
         fields = {f for _, f, _, _ in string.Formatter().parse(self.prompt) if f}
         if "text" not in fields and not fields & {"premise", "hypothesis"}:
             raise ValueError(f"task {self.name!r}: the prompt needs a {{text}} placeholder")
+        if self.positive is not None and self.positive not in self.labels:
+            raise ValueError(f"task {self.name!r}: positive {self.positive!r} is not a label")
+        self._check_classifier()
+
+    def _check_classifier(self) -> None:
+        """Fill the classifier defaults and refuse metrics, splits or aliases that cannot work."""
+        binary = not self.classes_multi_label and len(self.classes) == 2 and self.positive is not None
+        default = ["micro_f1", "macro_f1"] if self.classes_multi_label else ["auroc", "accuracy"] if binary else ["accuracy"]
+        self.metrics = _as_list(self.metrics) or default
+        unknown = [m for m in self.metrics if m not in CLASSIFIER_METRICS]
+        if unknown:
+            raise ValueError(f"task {self.name!r}: unknown metric(s) {', '.join(unknown)}; metrics are {', '.join(CLASSIFIER_METRICS)}")
+        if "auroc" in self.metrics and not binary:
+            raise ValueError(f"task {self.name!r}: auroc needs a single-label task with two labels and a positive label")
+        if self.classes_multi_label and set(self.metrics) & {"auroc", "accuracy"}:
+            raise ValueError(f"task {self.name!r}: a multi-label classifier reports micro_f1 and macro_f1")
+        self.primary = self.primary or self.metrics[0]
+        if self.primary not in self.metrics:
+            raise ValueError(f"task {self.name!r}: primary metric {self.primary!r} is not among its metrics")
+        self.splits = _as_list(self.splits) or list(DATASET_SPLITS.get(self.dataset, ("train", "dev", "test")))
+        if len(self.splits) != 3:
+            raise ValueError(f"task {self.name!r}: splits are three names: train, dev, test")
+        aliases = {}
+        for raw, target in self.aliases.items():
+            targets = _as_list(target)
+            if not targets or any(t not in self.labels for t in targets):
+                raise ValueError(f"task {self.name!r}: alias {raw!r} names unknown label(s) {target!r}")
+            aliases[str(raw).strip().lower()] = targets if isinstance(target, list | tuple) else targets[0]
+        self.aliases = aliases
+
+    @property
+    def classes(self) -> list[str]:
+        """The classes a classifier predicts, in label order: the labels less those that only combine others."""
+        return [lab for lab in self.labels if lab not in self.combine]
+
+    @property
+    def classes_multi_label(self) -> bool:
+        """A classifier learns combined labels (MM-IMDB's "both") as their parts, so several classes at once."""
+        return self.multi_label or bool(self.combine)
 
     def render(self, item: readers.Item) -> str:
         """The prompt for one item; placeholders are {text} and any field of item.meta."""
@@ -109,7 +162,7 @@ GENRE_PATTERNS = {
 def builtin_tasks() -> dict[str, Task]:
     """The study's three datasets (and MM-IMDB's full 23-genre task)."""
     hateful = Task(
-        name="hateful_memes", dataset="hateful_memes", labels=[readers.HATEFUL, readers.NOT_HATEFUL],
+        name="hateful_memes", dataset="hateful_memes", labels=[readers.NOT_HATEFUL, readers.HATEFUL],
         prompt="{text}\nIs the text above hateful?",
         verbalizers={readers.HATEFUL: "Yes", readers.NOT_HATEFUL: "No"},
         patterns={
@@ -118,6 +171,7 @@ def builtin_tasks() -> dict[str, Task]:
         },
         negated={readers.HATEFUL: readers.NOT_HATEFUL},
         positive=readers.HATEFUL,
+        aliases={"0": readers.NOT_HATEFUL, "1": readers.HATEFUL, "not-hateful": readers.NOT_HATEFUL},
     )
     mmimdb = Task(
         name="mmimdb", dataset="mmimdb", labels=["drama", "comedy", "both"],
@@ -163,7 +217,8 @@ _YamlLoader.yaml_implicit_resolvers = {
 }
 _YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
-TASK_KEYS = {"name", "labels", "prompt", "verbalizers", "patterns", "negated", "combine", "multi_label", "dataset", "positive", "options"}
+TASK_KEYS = {"name", "labels", "prompt", "verbalizers", "patterns", "negated", "combine", "multi_label", "dataset", "positive", "options",
+             "metrics", "primary", "splits", "aliases"}
 
 
 def load_task_file(path: str | Path) -> Task:
@@ -205,8 +260,12 @@ def get_task(name_or_path: str | Path) -> Task:
 
 
 def read_items(task: Task, data: str | Path, split: str | None = None, languages: list[str] | None = None,
-               strict: bool = False, problems: list[InputError] | None = None, check_images: bool = True) -> list[readers.Item]:
-    """Read the task's dataset with the reader its format needs."""
+               strict: bool = False, problems: Any = None, check_images: bool = True) -> list[readers.Item]:
+    """Read the task's dataset with the reader its format needs.
+
+    A generic task reads one JSONL/CSV file, or with `split` either the rows of that file whose
+    `split` field is the split, or the file `<split>.jsonl` (.csv, .tsv) in a folder.
+    """
     if task.dataset == "hateful_memes":
         return readers.read_hateful_memes(data, split or "test_unseen", strict=strict, problems=problems, check_images=check_images)
     if task.dataset == "mmimdb":
@@ -214,4 +273,22 @@ def read_items(task: Task, data: str | Path, split: str | None = None, languages
                                    problems=problems, plot=task.options.get("plot", "first"), check_images=check_images)
     if task.dataset == "xnli":
         return readers.read_xnli(data, languages or ["en"], strict=strict, problems=problems)
-    return readers.read_generic(data, task, strict=strict, problems=problems, check_images=check_images)
+    data = Path(data)
+    if data.is_dir():
+        return readers.read_generic(_split_file(data, split), task, strict=strict, problems=problems, check_images=check_images)
+    items = readers.read_generic(data, task, strict=strict, problems=problems, check_images=check_images)
+    if split is None:
+        return items
+    if not any("split" in it.meta for it in items):
+        raise InputError(f"no 'split' field to pick split {split!r} from; give a folder of <split>.jsonl files instead", path=data)
+    return [it for it in items if str(it.meta.get("split")) == split]
+
+
+def _split_file(folder: Path, split: str | None) -> Path:
+    if split is None:
+        raise InputError("a folder of split files needs a split name", path=folder)
+    for suffix in (".jsonl", ".csv", ".tsv", ".json"):
+        if (folder / f"{split}{suffix}").is_file():
+            return folder / f"{split}{suffix}"
+    have = sorted(p.name for p in folder.iterdir() if p.suffix in (".jsonl", ".csv", ".tsv", ".json"))
+    raise InputError(f"no {split}.jsonl, .csv or .tsv here (found: {', '.join(have) or 'nothing'})", path=folder)

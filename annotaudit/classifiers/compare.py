@@ -9,12 +9,14 @@ from typing import Any
 
 import numpy as np
 
+from annotaudit.annotate.tasks import Task
 from annotaudit.core.report import Report
-from annotaudit.core.runs import RunDir, console
+from annotaudit.core.runner import METRICS, REPORT_FILES
+from annotaudit.core.runs import RunDir, console, fingerprint
 
-from .data import Example, TaskSpec, read_llm_labels, relabel
+from .data import Example, as_task, load_splits, read_llm_labels, relabel
 from .metrics import label_quality
-from .train import TrainConfig, train_classifier
+from .train import ClassifierTrainConfig, train_classifier
 
 # Mohta et al. 2023, MMBT trained on human vs LLM labels (Table: Hateful Memes and MM-IMDB).
 STUDY = {"hateful_memes": (0.64, 0.60, "InstructBLIP-Vicuna-7B"), "mmimdb": (0.84, 0.75, "InstructBLIP-Flan-T5-XXL")}
@@ -36,8 +38,8 @@ def summarize(values: list[float]) -> dict[str, Any]:
     return {"mean": float(arr.mean()), "std": std, "values": [float(v) for v in arr]}
 
 
-def compare(task: TaskSpec, splits: tuple[list[Example], list[Example], list[Example]], runs: list[str | Path], seeds: int,
-            cfg: TrainConfig, out: str | Path, noanswer: str = "drop", data: str = "", force: bool = False) -> dict[str, Any]:
+def compare(task: Task, splits: tuple[list[Example], list[Example], list[Example]], runs: list[str | Path], seeds: int,
+            cfg: ClassifierTrainConfig, out: str | Path, noanswer: str = "drop", data: str = "", force: bool = False) -> dict[str, Any]:
     """Every arm (human, then each run) trained once per seed; metrics.json and the report in `out`."""
     train, dev, test = splits
     out = Path(out)
@@ -47,9 +49,10 @@ def compare(task: TaskSpec, splits: tuple[list[Example], list[Example], list[Exa
     for llm in llms:
         examples, counts = relabel(train, llm, noanswer, task)
         arms.append((llm.name, _slug(llm.name, taken), examples, counts))
-    config = {"task": task.name, "data": str(data), "runs": [str(r) for r in runs], "seeds": seeds, "noanswer": noanswer, **asdict(cfg)}
+    config = {"task": task.name, "data": str(data), "data_fingerprint": fingerprint(data) if data else None, "runs": [str(r) for r in runs],
+              "runs_fingerprints": [fingerprint(llm.path) for llm in llms], "seeds": seeds, "noanswer": noanswer, **asdict(cfg)}
     config.pop("cpu")
-    run = RunDir(out, config, force=force, outputs=["metrics.json", "report.md", "report.html", "report_files"] + [slug for _, slug, _, _ in arms])
+    run = RunDir(out, config, force=force, outputs=[METRICS, *REPORT_FILES] + [slug for _, slug, _, _ in arms])
     seed_list = [cfg.seed + k for k in range(seeds)]
     results: dict[str, Any] = {}
     for name, slug, examples, counts in arms:
@@ -64,17 +67,26 @@ def compare(task: TaskSpec, splits: tuple[list[Example], list[Example], list[Exa
     human = {ex.id: ex.target for ex in train + dev + test}
     quality = {llm.name: label_quality(task, human, llm) for llm in llms}
     metrics = {"task": task.name, "primary": task.primary, "metrics": list(task.metrics), "seeds": seed_list, "results": results, "label_quality": quality}
-    run.write_json("metrics.json", metrics)
+    run.write_json(METRICS, metrics)
     build_report(task, metrics).write(out)
     run.finish(trainings=len(arms) * seeds)
     return metrics
+
+
+def classify_compare(task: str | Path | Task, data: str | Path, runs: list[str | Path], out: str | Path, seeds: int = 3,
+                     cfg: ClassifierTrainConfig | None = None, noanswer: str = "drop", splits: list[str] | None = None,
+                     languages: str = "en", force: bool = False) -> dict[str, Any]:
+    """`classify compare`: read the task's splits from `data`, then `compare`."""
+    spec = as_task(task)
+    return compare(spec, load_splits(spec, data, splits, languages), runs, seeds, cfg or ClassifierTrainConfig(), out,
+                   noanswer=noanswer, data=str(data), force=force)
 
 
 def _pm(summary: dict[str, Any]) -> str:
     return f"{summary['mean']:.3f} ± {summary['std']:.3f}"
 
 
-def build_report(task: TaskSpec, metrics: dict[str, Any]) -> Report:
+def build_report(task: Task, metrics: dict[str, Any]) -> Report:
     """The study's table (mean ± std over seeds), a chart, and each LLM's label quality."""
     seeds = metrics["seeds"]
     report = Report(f"MMBT on human vs LLM labels: {task.name}")

@@ -1,49 +1,20 @@
-"""Tasks, splits and labels for the classifiers: human labels from the datasets, LLM labels from annotate runs."""
+"""Examples for the classifiers: human labels from a task's dataset, LLM labels from annotate runs.
+
+Tasks (labels, splits, metrics) are the annotate tasks: `annotaudit.annotate.tasks.get_task`.
+"""
 
 from __future__ import annotations
 
-import json
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from annotaudit.annotate import readers
+from annotaudit.annotate.tasks import NOANSWER, Task, get_task, read_items
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import iter_jsonl
-
-NOANSWER = "NOANSWER"
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """A classification task: its label space, its metrics and where its splits come from."""
-
-    name: str
-    labels: tuple[str, ...]
-    multi_label: bool
-    metrics: tuple[str, ...]
-    primary: str
-    splits: tuple[str, str, str]  # train, dev, test
-    aliases: dict[str, Any] = field(default_factory=dict)  # raw label (lower-case) -> label or list of labels
-    positive: str | None = None  # the class whose probability gives AUROC
-
-
-TASKS = {
-    "hateful_memes": TaskSpec(
-        "hateful_memes", (readers.NOT_HATEFUL, readers.HATEFUL), False, ("auroc", "accuracy"), "auroc",
-        ("train", "dev_seen", "test_unseen"),
-        {"0": readers.NOT_HATEFUL, "1": readers.HATEFUL, "not hateful": readers.NOT_HATEFUL, "not-hateful": readers.NOT_HATEFUL},
-        positive=readers.HATEFUL,
-    ),
-    "mmimdb": TaskSpec(
-        "mmimdb", ("drama", "comedy"), True, ("micro_f1", "macro_f1"), "micro_f1", ("train", "dev", "test"),
-        {"both": ["drama", "comedy"]},
-    ),
-    "mmimdb_genres": TaskSpec("mmimdb_genres", readers.MMIMDB_GENRES, True, ("micro_f1", "macro_f1"), "micro_f1", ("train", "dev", "test")),
-    "xnli": TaskSpec("xnli", readers.NLI_LABELS, False, ("accuracy",), "accuracy", ("train", "dev", "test")),
-}
+from annotaudit.core.runner import RECORDS, Sample, read_records, run_config
 
 
 @dataclass
@@ -57,38 +28,50 @@ class Example:
     text_pair: str | None = None
 
 
-def get_task(name: str) -> TaskSpec:
-    if name not in TASKS:
-        raise InputError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
-    return TASKS[name]
+def to_sample(ex: Example) -> Sample:
+    """The runner's view of an example, so classifier records share every command's schema."""
+    target = list(ex.target) if isinstance(ex.target, tuple) else ex.target or None
+    return Sample(ex.id, {"text": ex.text, "text_pair": ex.text_pair, "image": None if ex.image is None else str(ex.image)}, target)
 
 
-def normalize_label(task: TaskSpec, raw: Any, item: str, where: str | Path | None = None, line: int | None = None) -> str | tuple[str, ...]:
-    """A raw label (human or LLM) as the task's label, or a tuple of labels for multi-label tasks."""
+def from_sample(sample: Sample) -> Example:
+    image = sample.input.get("image")
+    target = tuple(sample.target) if isinstance(sample.target, list) else sample.target or ""
+    return Example(sample.id, sample.input["text"], None if image is None else Path(image), target, sample.input.get("text_pair"))
+
+
+def as_task(task: str | Path | Task) -> Task:
+    """A Task as given, or a built-in name or task file resolved by `get_task`."""
+    return task if isinstance(task, Task) else get_task(task)
+
+
+def _plain(label: str) -> str:
+    return label.strip().lower().replace("_", " ")
+
+
+def normalize_label(task: Task, raw: Any, item: str, where: str | Path | None = None, line: int | None = None) -> str | tuple[str, ...]:
+    """A raw label (human or LLM) as one of the task's classes, or a tuple of classes for multi-label tasks.
+
+    Aliases and combined labels (MM-IMDB's "both" = drama and comedy) expand to the classes they stand for.
+    """
     values = raw if isinstance(raw, list | tuple) else [raw]
+    parts = {**{k.lower(): v for k, v in task.combine.items()}, **task.aliases}
     out: list[str] = []
     for value in values:
-        key = str(value).strip().lower().replace("_", " ")
-        mapped = task.aliases.get(key, task.aliases.get(str(value).strip().lower(), value))
+        mapped = parts.get(str(value).strip().lower(), parts.get(_plain(str(value)), value))
         for label in mapped if isinstance(mapped, list) else [mapped]:
-            match = [x for x in task.labels if x.lower().replace("_", " ") == str(label).strip().lower().replace("_", " ")]
-            if not match:
-                raise InputError(f"unknown label {value!r} for task {task.name} (labels: {', '.join(task.labels)})", path=where, line=line, item=item)
-            out.append(match[0])
-    if task.multi_label:
-        return tuple(x for x in task.labels if x in out)
+            label = parts.get(str(label).strip().lower(), label)  # an alias of a combined label
+            for one in label if isinstance(label, list) else [label]:
+                match = [x for x in task.classes if _plain(x) == _plain(str(one))]
+                if not match:
+                    raise InputError(f"unknown label {value!r} for task {task.name} (labels: {', '.join(task.classes)})",
+                                     path=where, line=line, item=item)
+                out.append(match[0])
+    if task.classes_multi_label:
+        return tuple(x for x in task.classes if x in out)
     if len(out) != 1:
         raise InputError(f"expected one label for task {task.name}, got {raw!r}", path=where, line=line, item=item)
     return out[0]
-
-
-def _reader(task: TaskSpec, data: Path, languages: str) -> Callable[[str], list[readers.Item]]:
-    if task.name == "hateful_memes":
-        return lambda split: readers.read_hateful_memes(data, split, strict=True)
-    if task.name in ("mmimdb", "mmimdb_genres"):
-        sub = "genres" if task.name == "mmimdb_genres" else "drama_comedy"
-        return lambda split: readers.read_mmimdb(data, split, task=sub, strict=True)
-    return lambda split: _xnli_split(data, split, languages)
 
 
 def _xnli_split(data: Path, split: str, languages: str) -> list[readers.Item]:
@@ -104,9 +87,16 @@ def _xnli_split(data: Path, split: str, languages: str) -> list[readers.Item]:
     return [items[i] for i in sorted(chosen)]
 
 
-def load_split(task: TaskSpec, data: str | Path, split: str, languages: str = "en", labelled: bool = True) -> list[Example]:
+def _items(task: Task, data: Path, split: str, languages: str) -> list[readers.Item]:
+    if task.dataset == "xnli":
+        return _xnli_split(data, split, languages)
+    return read_items(task, data, split, strict=True)
+
+
+def load_split(task: str | Path | Task, data: str | Path, split: str, languages: str = "en", labelled: bool = True) -> list[Example]:
     """Human-labelled examples of one split; an item without a label is an error naming it (unless not `labelled`)."""
-    items = _reader(task, Path(data), languages)(split)
+    task = as_task(task)
+    items = _items(task, Path(data), split, languages)
     if not items:
         raise InputError(f"split {split!r} of {data} holds no items for task {task.name}")
     out = []
@@ -118,6 +108,17 @@ def load_split(task: TaskSpec, data: str | Path, split: str, languages: str = "e
         target = "" if item.label is None else normalize_label(task, item.label, item.id, item.meta.get("source"))
         out.append(Example(item.id, text, item.image, target, pair))
     return out
+
+
+def load_splits(task: str | Path | Task, data: str | Path, splits: list[str] | None = None,
+                languages: str = "en") -> tuple[list[Example], list[Example], list[Example]]:
+    """Train, dev and test examples (split names default to the task's)."""
+    task = as_task(task)
+    names = list(splits) if splits else list(task.splits)
+    if len(names) != 3:
+        raise InputError(f"splits are three names, train,dev,test; got {', '.join(names)}")
+    train, dev, test = (load_split(task, data, s, languages) for s in names)
+    return train, dev, test
 
 
 @dataclass
@@ -134,39 +135,46 @@ class LLMLabels:
 
 
 def run_name(run_dir: Path) -> str:
-    """The annotating model's name from the run manifest, else the folder name."""
-    manifest = run_dir / "run.json"
-    if manifest.is_file():
-        try:
-            config = json.loads(manifest.read_text(encoding="utf-8")).get("config", {})
-            if isinstance(config, dict) and isinstance(config.get("model"), str):
-                return config["model"]
-        except json.JSONDecodeError:
-            pass
-    return run_dir.name
+    """The annotating model's name from the run's configuration, else the folder name."""
+    try:
+        model = run_config(run_dir).get("model")
+    except InputError:
+        return run_dir.name
+    return model if isinstance(model, str) and model else run_dir.name
 
 
-def read_llm_labels(task: TaskSpec, run_dir: str | Path) -> LLMLabels:
-    """`RUN_DIR/predictions.jsonl` lines of {id, label, answered}; a bad line is an error naming it."""
+def _line(path: Path, index: int) -> int | None:
+    """The line of the index-th record of a JSON Lines file (read again only to name a bad record)."""
+    for k, (n, _) in enumerate(iter_jsonl(path)):
+        if k == index:
+            return n
+    return None
+
+
+def read_llm_labels(task: Task, run_dir: str | Path) -> LLMLabels:
+    """The labels of an annotate run folder (or its records.jsonl): each record's `prediction`, or NOANSWER.
+
+    An unknown label or an id given twice is an error naming the file and line.
+    """
     run_dir = Path(run_dir)
-    path = run_dir / "predictions.jsonl" if run_dir.is_dir() else run_dir
-    if not path.is_file():
-        raise FileNotFoundError(f"no annotate run at {run_dir}: {path} does not exist")
+    path = run_dir / RECORDS if run_dir.is_dir() else run_dir
     labels: dict[str, str | tuple[str, ...]] = {}
-    for n, rec in iter_jsonl(path):
-        if "id" not in rec or "label" not in rec:
-            raise InputError("expected an object with 'id' and 'label'", path=path, line=n)
+    for k, rec in enumerate(read_records(path)):
         item = str(rec["id"])
-        if rec["label"] in (NOANSWER, None):
+        if item in labels:
+            raise InputError("this id is labelled twice", path=path, line=_line(path, k), item=item)
+        prediction = rec["prediction"]
+        if prediction in (NOANSWER, None, []):
             labels[item] = NOANSWER
-        else:
-            labels[item] = normalize_label(task, rec["label"], item, path, n)
-    if not labels:
-        raise InputError("no predictions", path=path)
-    return LLMLabels(run_name(run_dir if run_dir.is_dir() else run_dir.parent), path, labels)
+            continue
+        try:
+            labels[item] = normalize_label(task, prediction, item, path)
+        except InputError as exc:
+            raise InputError(exc.message, path=path, line=_line(path, k), item=item) from None
+    return LLMLabels(run_name(path.parent), path, labels)
 
 
-def relabel(examples: list[Example], llm: LLMLabels, noanswer: str, task: TaskSpec) -> tuple[list[Example], dict[str, int]]:
+def relabel(examples: list[Example], llm: LLMLabels, noanswer: str, task: Task) -> tuple[list[Example], dict[str, int]]:
     """Swap human labels for the run's; NOANSWER items are dropped or mapped to a fallback label.
 
     Items the run did not label are left out (counted as `missing`), so a run over part of the

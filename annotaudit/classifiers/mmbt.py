@@ -9,7 +9,6 @@ pretrained position and segment embeddings carry over unchanged. Items without a
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_model
 from torch import nn
 
+from annotaudit.core.io import read_json, write_json
 from annotaudit.models.registry import COMPONENTS  # short names of the study's encoders
 
 # Pooled grid for N image embeddings, as in the original implementation (rows x columns).
@@ -205,18 +205,23 @@ def save_classifier(model: MMBT, out_dir: str | Path, tokenizer: Any, image_proc
         image_processor.save_pretrained(out / "image_encoder")
     save_model(model, str(out / (WEIGHTS_FILE + ".tmp")))
     (out / (WEIGHTS_FILE + ".tmp")).replace(out / WEIGHTS_FILE)
-    (out / CONFIG_FILE).write_text(json.dumps(asdict(model.config), indent=2) + "\n", encoding="utf-8")
+    write_json(out / CONFIG_FILE, asdict(model.config))
     return out
 
 
-def load_classifier(path: str | Path) -> tuple[MMBT, Any, Any | None]:
-    """Rebuild a saved classifier from its folder: (model, tokenizer, image processor)."""
+def load_classifier(path: str | Path, labels: list[str] | None = None) -> tuple[MMBT, Any, Any | None]:
+    """Rebuild a saved classifier from its folder: (model, tokenizer, image processor).
+
+    The head's classes are those listed in its classifier.json; with `labels` (the same names in
+    the task's order) the head's rows are put in that order, so a head saved under another order
+    predicts the same classes by name.
+    """
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"no classifier in {path} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
-    config = MMBTConfig(**json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")))
+    config = MMBTConfig(**read_json(path / CONFIG_FILE))
     text_model = AutoModel.from_config(AutoConfig.from_pretrained(path / "text_encoder"))
     tokenizer = AutoTokenizer.from_pretrained(path / "text_encoder")
     image_model, processor = None, None
@@ -227,5 +232,20 @@ def load_classifier(path: str | Path) -> tuple[MMBT, Any, Any | None]:
     missing, unexpected = model.load_state_dict(load_file(str(path / WEIGHTS_FILE)), strict=False)
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise ValueError(f"{path / WEIGHTS_FILE} does not match its {CONFIG_FILE}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if labels is not None:
+        reorder_head(model, list(labels))
     model.eval()
     return model, tokenizer, processor
+
+
+@torch.no_grad()
+def reorder_head(model: MMBT, labels: list[str]) -> None:
+    """Put the head's classes (and positive weights) in the order of `labels`, matched by name."""
+    saved = list(model.config.labels)
+    if sorted(saved) != sorted(labels):
+        raise ValueError(f"the classifier predicts {', '.join(saved)}, not the task's labels {', '.join(labels)}")
+    order = torch.tensor([saved.index(lab) for lab in labels])
+    model.classifier.weight.copy_(model.classifier.weight[order])
+    model.classifier.bias.copy_(model.classifier.bias[order])
+    model.pos_weight.copy_(model.pos_weight[order])
+    model.config.labels = list(labels)

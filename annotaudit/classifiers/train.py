@@ -8,7 +8,6 @@ run follows the same path as one that was never stopped.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -20,20 +19,24 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from annotaudit.annotate.tasks import Task
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import read_json
-from annotaudit.core.runs import RunDir, console, progress
+from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
+from annotaudit.core.report import Report
+from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, make_record
+from annotaudit.core.runs import RunDir, console, fingerprint, progress
 from annotaudit.models.base import load_image
 
-from .data import Example, TaskSpec
+from .data import Example, as_task, load_splits, read_llm_labels, relabel, to_sample
 from .metrics import decide, target_array, task_metrics
 from .mmbt import MMBT, WEIGHTS_FILE, MMBTConfig, SequenceBuilder, load_encoders, save_classifier, uses_segments
 
-OUTPUTS = ["model", "checkpoint", "checkpoint.old", "history.jsonl", "metrics.json", "test_predictions.jsonl"]
+HISTORY = "history.jsonl"
+OUTPUTS = ["model", "checkpoint", "checkpoint.old", HISTORY, METRICS, RECORDS, *REPORT_FILES]
 
 
 @dataclass
-class TrainConfig:
+class ClassifierTrainConfig:
     """Encoders and training flags; the defaults follow the study (BERT-base, ResNet-152, 3 image tokens)."""
 
     text_encoder: str = "bert-base-uncased"
@@ -55,7 +58,7 @@ class TrainConfig:
 class Batcher:
     """Turns examples into model inputs; caches pooled image features while the image encoder is frozen."""
 
-    def __init__(self, task: TaskSpec, builder: SequenceBuilder, processor: Any, device: torch.device):
+    def __init__(self, task: Task, builder: SequenceBuilder, processor: Any, device: torch.device):
         self.task, self.builder, self.processor, self.device = task, builder, processor, device
         self.encoded: dict[str, dict[str, Any]] = {}
         self.features: dict[str, torch.Tensor] = {}
@@ -96,7 +99,7 @@ class Batcher:
         return batch
 
 
-def positive_weights(task: TaskSpec, examples: list[Example]) -> torch.Tensor:
+def positive_weights(task: Task, examples: list[Example]) -> torch.Tensor:
     """Negatives over positives per class, as BCE's pos_weight; a class never seen gets weight 1."""
     y = target_array(task, [ex.target for ex in examples]).astype(np.float64)
     pos = y.sum(axis=0)
@@ -137,7 +140,7 @@ def save_checkpoint(folder: Path, model: MMBT, optimizer: torch.optim.Optimizer,
                 scalars[f"{pid}.{key}"] = value
     save_file(tensors, str(tmp / "optimizer.safetensors"))
     meta = {"param_groups": opt["param_groups"], "optimizer_scalars": scalars, "scheduler": scheduler.state_dict(), "trainer": state}
-    (tmp / "state.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+    write_json(tmp / "state.json", meta)
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         folder.rename(old)
@@ -151,7 +154,7 @@ def load_checkpoint(folder: Path, model: MMBT, optimizer: torch.optim.Optimizer,
     folder = folder if (folder / "state.json").is_file() else old
     if not (folder / "state.json").is_file():
         return None
-    meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    meta = read_json(folder / "state.json")
     load_model(model, str(folder / WEIGHTS_FILE))
     state: dict[int, dict[str, Any]] = {}
     for key, value in {**load_file(str(folder / "optimizer.safetensors")), **meta["optimizer_scalars"]}.items():
@@ -165,7 +168,7 @@ def load_checkpoint(folder: Path, model: MMBT, optimizer: torch.optim.Optimizer,
 # training ----------------------------------------------------------------------------------
 
 
-def _score(task: TaskSpec, metrics: dict[str, float]) -> list[float]:
+def _score(task: Task, metrics: dict[str, float]) -> list[float]:
     """The primary dev metric, ties broken by the others (AUROC saturates long before accuracy does)."""
     names = [task.primary] + [m for m in task.metrics if m != task.primary]
     return [-math.inf if metrics.get(m) is None or metrics[m] != metrics[m] else metrics[m] for m in names]
@@ -182,7 +185,7 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int, process: int, proce
     return batches[process::processes]
 
 
-def train_classifier(task: TaskSpec, train: list[Example], dev: list[Example], test: list[Example], cfg: TrainConfig,
+def train_classifier(task: Task, train: list[Example], dev: list[Example], test: list[Example], cfg: ClassifierTrainConfig,
                      out: str | Path, force: bool = False, extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train MMBT, stop early on dev, evaluate the best model on test; returns (and writes) metrics.json."""
     from accelerate import Accelerator
@@ -193,16 +196,16 @@ def train_classifier(task: TaskSpec, train: list[Example], dev: list[Example], t
     config = {"task": task.name, **asdict(cfg), **(extra_config or {})}
     config.pop("cpu")
     run = RunDir(out, config, force=force, outputs=OUTPUTS)
-    if (out / "metrics.json").is_file():
-        return read_json(out / "metrics.json")
+    if (out / METRICS).is_file():
+        return read_json(out / METRICS)
     accelerator = Accelerator(cpu=cfg.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(cfg.seed)
     has_images = any(ex.image is not None for ex in train + dev + test)
     text_model, tokenizer, image_model, processor = load_encoders(cfg.text_encoder, cfg.image_encoder if has_images else None)
-    mcfg = MMBTConfig(list(task.labels), task.multi_label, cfg.num_image_embeds, cfg.max_length, task=task.name,
+    mcfg = MMBTConfig(list(task.classes), task.classes_multi_label, cfg.num_image_embeds, cfg.max_length, task=task.name,
                       text_encoder=cfg.text_encoder, image_encoder=cfg.image_encoder if has_images else None)
     model = MMBT(text_model, image_model, mcfg)
-    if task.multi_label:
+    if task.classes_multi_label:
         model.pos_weight.copy_(positive_weights(task, train))
     builder = SequenceBuilder(tokenizer, cfg.num_image_embeds, cfg.max_length, uses_segments(text_model))
     batcher = Batcher(task, builder, processor, accelerator.device)
@@ -215,7 +218,7 @@ def train_classifier(task: TaskSpec, train: list[Example], dev: list[Example], t
         console.print(f"resuming {out} after epoch {state['epoch']}")
     model, optimizer = accelerator.prepare(model, optimizer)
     core: MMBT = accelerator.unwrap_model(model)
-    history = run.log("history.jsonl", key="epoch")
+    history = run.log(HISTORY, key="epoch")
     started, seen = time.time(), 0
     for epoch in range(state["epoch"], cfg.epochs):
         if state["bad_epochs"] >= cfg.patience:
@@ -258,24 +261,65 @@ def train_classifier(task: TaskSpec, train: list[Example], dev: list[Example], t
     return _finish(task, core, batcher, test, cfg, out, run, state, accelerator, seen / max(time.time() - started, 1e-9), len(train), len(dev))
 
 
-def _finish(task: TaskSpec, model: MMBT, batcher: Batcher, test: list[Example], cfg: TrainConfig, out: Path, run: RunDir,
+def _finish(task: Task, model: MMBT, batcher: Batcher, test: list[Example], cfg: ClassifierTrainConfig, out: Path, run: RunDir,
             state: dict[str, Any], accelerator: Any, throughput: float, n_train: int, n_dev: int) -> dict[str, Any]:
-    """Reload the best model, score the test split, write metrics.json and test predictions."""
+    """Reload the best model, score the test split; write metrics.json, records.jsonl and the report."""
     load_model(model, str(out / "model" / WEIGHTS_FILE), strict=False)
     batcher.features.clear()  # features of the best model, cached for this pass
     probs = predict_probs(model, batcher, test, cfg.batch_size, frozen_image=True)
     metrics = task_metrics(task, probs, [ex.target for ex in test])
+    history = JsonlLog(out / HISTORY).read()
+    losses = [h["train_loss"] for h in history if h.get("train_loss") is not None]
     result = {**metrics, "task": task.name, "primary": task.primary, "n_train": n_train, "n_dev": n_dev, "n_test": len(test),
-              "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "dev": state["best_dev"], "seed": cfg.seed}
+              "best_epoch": state["best_epoch"], "epochs_run": state["epoch"], "dev": state["best_dev"], "seed": cfg.seed,
+              "final_loss": losses[-1] if losses else None, "best_loss": min(losses) if losses else None}
     if accelerator.is_main_process:
-        preds = decide(task, probs)
-        rows = [{"id": ex.id, "label": _plain(p), "human_label": _plain(ex.target), "probs": dict(zip(task.labels, map(float, row)))}
-                for ex, p, row in zip(test, preds, probs)]
-        (out / "test_predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        run.write_json("metrics.json", result)
+        records = [make_record(to_sample(ex), plain_label(p), None, dict(zip(task.classes, map(float, row))))
+                   for ex, p, row in zip(test, decide(task, probs), probs)]
+        write_jsonl(out / RECORDS, records)
+        write_json(out / METRICS, result)
+        train_report(task, result, history).write(out)
         run.finish(train_items_per_s=round(throughput, 2), best_epoch=state["best_epoch"])
     return result
 
 
-def _plain(label: str | tuple[str, ...]) -> str | list[str]:
+def plain_label(label: str | tuple[str, ...]) -> str | list[str]:
+    """A label as JSON writes it: a string, or a list for multi-label tasks."""
     return list(label) if isinstance(label, tuple) else label
+
+
+def train_report(task: Task, result: dict[str, Any], history: list[dict[str, Any]]) -> Report:
+    """Test and dev metrics of the best model, and each epoch's loss and dev metrics."""
+    report = Report(f"MMBT on {task.name}")
+    report.text(f"{result['n_train']} training, {result['n_dev']} dev and {result['n_test']} test items; the best epoch by dev "
+                f"{task.primary} is {result['best_epoch']} of {result['epochs_run']} run (seed {result['seed']}).")
+    names = [m for m in task.metrics if m in result] + [m for m in ("accuracy", "macro_f1", "micro_f1", "auroc") if m in result and m not in task.metrics]
+    report.heading("Metrics of the best model").table(
+        [{"split": "test", **{m: result[m] for m in names}}, {"split": "dev", **{m: result["dev"].get(m) for m in names}}])
+    report.heading("Epochs").table(history, caption=f"training loss: final {result['final_loss']}, lowest {result['best_loss']}")
+    return report
+
+
+def classify_train(task: str | Path | Task, data: str | Path, out: str | Path, cfg: ClassifierTrainConfig | None = None,
+                   labels: str | Path = "human", noanswer: str = "drop", splits: list[str] | None = None, languages: str = "en",
+                   force: bool = False) -> dict[str, Any]:
+    """`classify train`: read the splits, swap in an annotate run's labels unless `labels` is "human", train and test.
+
+    The run's configuration holds fingerprints of the data, the task file and the labels' records, so
+    an edited input is refused unless `force`.
+    """
+    spec = as_task(task)
+    train, dev, test = load_splits(spec, data, splits, languages)
+    extra: dict[str, Any] = {"data": str(data), "data_fingerprint": fingerprint(data), "task_fingerprint": _task_fingerprint(task),
+                             "labels": str(labels), "noanswer": noanswer, "splits": list(splits or spec.splits)}
+    if str(labels) != "human":
+        llm = read_llm_labels(spec, labels)
+        train, counts = relabel(train, llm, noanswer, spec)
+        extra["labels_fingerprint"] = fingerprint(llm.path)
+        console.print(f"LLM labels: {counts['kept']} training items kept, {counts['noanswer']} NOANSWER, {counts['missing']} not in the run")
+    return train_classifier(spec, train, dev, test, cfg or ClassifierTrainConfig(), out, force=force, extra_config=extra)
+
+
+def _task_fingerprint(task: str | Path | Task) -> str | None:
+    """A task file's fingerprint (built-in tasks change only with annotaudit's version, which run.json records)."""
+    return fingerprint(task) if isinstance(task, str | Path) and Path(task).is_file() else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -10,28 +9,26 @@ from rich.console import Console
 
 app = typer.Typer(help="Train MMBT on human labels and on LLM labels, and compare.", no_args_is_help=True)
 
-TASK_HELP = "hateful_memes, mmimdb (drama/comedy as two labels), mmimdb_genres (23 genres) or xnli."
-DATA_HELP = "Dataset folder: Hateful Memes (<split>.jsonl + img/), MM-IMDB (split.json + dataset/), or a folder with xnli.dev.tsv and xnli.test.tsv."
+TASK_HELP = "hateful_memes, mmimdb (drama/comedy as two labels), mmimdb_genres (23 genres), xnli, or a .yaml/.toml task file."
+DATA_HELP = ("Dataset: Hateful Memes (<split>.jsonl + img/), MM-IMDB (split.json + dataset/), a folder with xnli.dev.tsv and "
+             "xnli.test.tsv, or for a task file with the generic dataset a folder of <split>.jsonl/.csv or one file with a 'split' field.")
 NOANSWER_HELP = "What to do with items an LLM left unanswered: 'drop' them from training (default), or give them this label instead."
 
 
 def _config(text_encoder: str, image_encoder: str, num_image_embeds: int, epochs: int, batch_size: int, lr: float, seed: int,
             patience: int, freeze_text_epochs: int, freeze_image_epochs: int, max_length: int, cpu: bool):
-    from annotaudit.classifiers.train import TrainConfig
+    from annotaudit.classifiers.train import ClassifierTrainConfig
 
-    return TrainConfig(text_encoder=text_encoder, image_encoder=image_encoder, num_image_embeds=num_image_embeds, max_length=max_length,
-                       epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, freeze_text_epochs=freeze_text_epochs,
-                       freeze_image_epochs=freeze_image_epochs, seed=seed, cpu=cpu)
+    return ClassifierTrainConfig(text_encoder=text_encoder, image_encoder=image_encoder, num_image_embeds=num_image_embeds,
+                                 max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                                 freeze_text_epochs=freeze_text_epochs, freeze_image_epochs=freeze_image_epochs, seed=seed, cpu=cpu)
 
 
-def _splits(task_name: str, data: Path, split_names: str | None, languages: str):
-    from annotaudit.classifiers.data import get_task, load_split
-
-    task = get_task(task_name)
-    names = [s.strip() for s in split_names.split(",")] if split_names else list(task.splits)
-    if len(names) != 3:
+def _split_names(value: str | None) -> list[str] | None:
+    names = [s.strip() for s in value.split(",")] if value else None
+    if names is not None and len(names) != 3:
         raise typer.BadParameter("--splits takes three names: train,dev,test")
-    return task, tuple(load_split(task, data, s, languages) for s in names)
+    return names
 
 
 # Options shared by train and compare.
@@ -46,7 +43,7 @@ PATIENCE = typer.Option(3, help="Stop after this many epochs without a better de
 FREEZE_TEXT = typer.Option(0, help="Epochs the text encoder stays frozen at the start.")
 FREEZE_IMAGE = typer.Option(1, help="Epochs the image encoder stays frozen at the start (its features are cached meanwhile).")
 MAX_LENGTH = typer.Option(128, help="Longest input in tokens, image tokens included.")
-SPLITS = typer.Option(None, help="train,dev,test split names (defaults: Hateful Memes train,dev_seen,test_unseen; MM-IMDB train,dev,test).")
+SPLITS = typer.Option(None, help="train,dev,test split names (default the task's: Hateful Memes train,dev_seen,test_unseen; others train,dev,test).")
 LANGUAGES = typer.Option("en", help="XNLI languages, comma-separated.")
 CPU = typer.Option(False, help="Train on the CPU even when a GPU is present.")
 FORCE = typer.Option(False, help="Discard an old run in OUT that has another configuration.")
@@ -56,8 +53,8 @@ FORCE = typer.Option(False, help="Discard an old run in OUT that has another con
 def train(
     task: str = typer.Option(..., help=TASK_HELP),
     data: Path = typer.Option(..., help=DATA_HELP),
-    labels: str = typer.Option("human", help="'human', or an annotate run dir whose predictions.jsonl gives the training labels."),
-    out: Path = typer.Option(..., help="Output dir: model/ (safetensors), checkpoint/, history.jsonl, metrics.json, run.json."),
+    labels: str = typer.Option("human", help="'human', or an annotate run dir whose records.jsonl gives the training labels."),
+    out: Path = typer.Option(..., help="Output dir: model/ (safetensors), checkpoint/, history.jsonl, records.jsonl (test), metrics.json, report.md/html, run.json."),
     noanswer: str = typer.Option("drop", help=NOANSWER_HELP),
     text_encoder: str = TEXT_ENCODER, image_encoder: str = IMAGE_ENCODER, num_image_embeds: int = NUM_IMAGE_EMBEDS,
     epochs: int = EPOCHS, batch_size: int = BATCH_SIZE, lr: float = LR, seed: int = SEED, patience: int = PATIENCE,
@@ -68,19 +65,13 @@ def train(
 
     Example: annotaudit classify train --task hateful_memes --data data/hateful_memes --labels runs/hm-instructblip --out cls/hm-llm
     """
-    from annotaudit.classifiers.data import read_llm_labels, relabel
-    from annotaudit.classifiers.train import train_classifier
+    from annotaudit.classifiers.train import classify_train
 
-    spec, (train_set, dev_set, test_set) = _splits(task, data, splits, languages)
-    extra = {"data": str(data), "labels": labels, "noanswer": noanswer}
-    if labels != "human":
-        train_set, counts = relabel(train_set, read_llm_labels(spec, labels), noanswer, spec)
-        Console(stderr=True).print(f"LLM labels: {counts['kept']} training items kept, {counts['noanswer']} NOANSWER, {counts['missing']} not in the run")
     cfg = _config(text_encoder, image_encoder, num_image_embeds, epochs, batch_size, lr, seed, patience, freeze_text_epochs,
                   freeze_image_epochs, max_length, cpu)
-    result = train_classifier(spec, train_set, dev_set, test_set, cfg, out, force=force, extra_config=extra)
-    shown = ", ".join(f"{m}={result[m]:.3f}" for m in spec.metrics if m in result)
-    Console().print(f"test: {shown} (best epoch {result['best_epoch']}); wrote {out / 'metrics.json'}")
+    result = classify_train(task, data, out, cfg, labels=labels, noanswer=noanswer, splits=_split_names(splits), languages=languages, force=force)
+    shown = ", ".join(f"{m}={result[m]:.3f}" for m in ("auroc", "accuracy", "micro_f1", "macro_f1") if m in result)
+    Console().print(f"test: {shown} (best epoch {result['best_epoch']}); wrote {out / 'metrics.json'} and {out / 'report.md'}")
 
 
 @app.command("compare")
@@ -100,16 +91,15 @@ def compare(
 
     Example: annotaudit classify compare --task mmimdb --data data/mmimdb --runs runs/mm-flan-t5 --runs runs/mm-vicuna --seeds 3 --out cls/mm
     """
-    from annotaudit.classifiers.compare import compare as run_compare
+    from annotaudit.classifiers.compare import classify_compare
 
-    spec, split_sets = _splits(task, data, splits, languages)
     run_dirs = [r.strip() for value in runs for r in value.split(",") if r.strip()]
     cfg = _config(text_encoder, image_encoder, num_image_embeds, epochs, batch_size, lr, seed, patience, freeze_text_epochs,
                   freeze_image_epochs, max_length, cpu)
-    metrics = run_compare(spec, split_sets, run_dirs, seeds, cfg, out, noanswer=noanswer, data=str(data), force=force)
+    metrics = classify_compare(task, data, run_dirs, out, seeds, cfg, noanswer=noanswer, splits=_split_names(splits), languages=languages, force=force)
     console = Console()
     for name, res in metrics["results"].items():
-        shown = ", ".join(f"{m}={res[m]['mean']:.3f}±{res[m]['std']:.3f}" for m in spec.metrics if m in res)
+        shown = ", ".join(f"{m}={res[m]['mean']:.3f}±{res[m]['std']:.3f}" for m in metrics["metrics"] if m in res)
         console.print(f"{name}: {shown}")
     console.print(f"wrote {out / 'report.md'}, {out / 'report.html'} and {out / 'metrics.json'}")
 
@@ -117,29 +107,19 @@ def compare(
 @app.command("predict")
 def predict(
     model: Path = typer.Option(..., help="A `classify train` output dir, or its model/ folder."),
-    data: Path = typer.Option(..., help="A .jsonl/.csv of {id, text, [image]}, or a dataset folder with --task and --split."),
-    out: Path = typer.Option(..., help="Where to write predictions (JSONL: id, label, probs)."),
+    data: Path = typer.Option(..., help="A .jsonl/.csv of {id, text, [image]}, or a dataset with --task (and --split)."),
+    out: Path = typer.Option(..., help="Output dir: records.jsonl (prediction, scores: each class's probability), metrics.json, run.json."),
     task: str = typer.Option(None, help="Read --data as this task's dataset (see train)."),
-    split: str = typer.Option(None, help="The split to label when --task is given."),
+    split: str = typer.Option(None, help="The split to label when --task is given (default the task's test split)."),
     languages: str = LANGUAGES,
     batch_size: int = BATCH_SIZE,
+    force: bool = FORCE,
 ) -> None:
-    """Reload a trained classifier (safetensors) and label new items.
+    """Reload a trained classifier (safetensors) and label new items. Rerun to resume.
 
-    Example: annotaudit classify predict --model cls/hm-llm --data new_memes.jsonl --out cls/hm-llm/new_predictions.jsonl
+    Example: annotaudit classify predict --model cls/hm-llm --data new_memes.jsonl --out cls/hm-llm-new
     """
-    from annotaudit.classifiers.data import get_task, load_split
-    from annotaudit.classifiers.predict import generic_examples
-    from annotaudit.classifiers.predict import predict as run_predict
+    from annotaudit.classifiers.predict import classify_predict
 
-    if task:
-        spec = get_task(task)
-        examples = load_split(spec, data, split or spec.splits[2], languages, labelled=False)
-    else:
-        examples = generic_examples(data)
-    rows = run_predict(model, examples, batch_size)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(out)
-    Console().print(f"labelled {len(rows)} items; wrote {out}")
+    metrics = classify_predict(model, data, out, task=task, split=split, languages=languages, batch_size=batch_size, force=force)
+    Console().print(f"labelled {metrics['n']} items; wrote {out / 'records.jsonl'} and {out / 'metrics.json'}")

@@ -17,14 +17,15 @@ def build(
     template: str = typer.Option("auto", help="auto (the LLM's own, else mistral), own, mistral, vicuna_v1.1, or a .jinja file."),
     pinpoints: str = typer.Option(None, help="anyres grid as HxW pairs, e.g. 336x672,672x336,672x672,1008x336,336x1008 (default: these, scaled to the tower)."),
     dtype: str = typer.Option("auto", help="Weights dtype: auto (the LLM's), float32, bfloat16."),
+    force: bool = typer.Option(False, help="Overwrite a folder that holds another build or run."),
 ) -> None:
-    """Compose a LlavaNextForConditionalGeneration from a CLIP tower and an LLM.
+    """Compose a LlavaNextForConditionalGeneration from a CLIP tower and an LLM (run.json beside it records the inputs).
 
     Example: annotaudit lvlm build --vision openai/clip-vit-large-patch14-336 --llm sapienzanlp/Minerva-7B-base-v1.0 --out minerva-llava --template mistral
     """
     from annotaudit.lvlm.build import build_lvlm, parse_pinpoints
 
-    path = build_lvlm(vision, llm, out, template=template, pinpoints=parse_pinpoints(pinpoints), dtype=dtype)
+    path = build_lvlm(vision, llm, out, template=template, pinpoints=parse_pinpoints(pinpoints), dtype=dtype, force=force)
     typer.echo(f"wrote {path}")
 
 
@@ -34,7 +35,7 @@ def train(
     data: Path = typer.Option(..., "--data", help="LLaVA conversation JSON (or JSONL)."),
     images: Path = typer.Option(None, "--images", help="Folder the 'image' fields are relative to."),
     stage: str = typer.Option(..., "--stage", help="pretrain (projector only) or finetune (projector + LLM)."),
-    out: Path = typer.Option(..., "--out", help="Run folder; the trained model is saved here, checkpoints under checkpoints/."),
+    out: Path = typer.Option(..., "--out", help="Run folder: the trained model, run.json, train_log.jsonl, metrics.json, report.md/html, checkpoints/."),
     lr: float = typer.Option(None, help="Learning rate (default 1e-3 pretrain, 1e-5 finetune)."),
     vision_lr: float = typer.Option(2e-6, help="Learning rate of the vision tower with --tune-vision."),
     epochs: int = typer.Option(1),
@@ -54,6 +55,8 @@ def train(
 ) -> None:
     """Train one stage; rerun the same command to resume. Works under `accelerate launch`.
 
+    The loss curve goes to train_log.jsonl and report.html, final and best loss to metrics.json.
+
     Example: annotaudit lvlm train --model minerva-llava --data blip_laion_cc_sbu_558k_it.json --images images/ --stage pretrain --out stage1 --batch-size 32
     """
     from annotaudit.lvlm.train import train as run_train
@@ -62,7 +65,7 @@ def train(
                      tune_vision=tune_vision, seed=seed, vision_lr=vision_lr, gradient_checkpointing=gradient_checkpointing,
                      precision=precision, max_length=max_length, save_every=save_every, force=force,
                      num_workers=num_workers, group_by_length=group_by_length, cache_images=cache_images)
-    typer.echo(f"trained model in {path}")
+    typer.echo(f"trained model in {path}; loss curve in {path / 'report.html'}")
 
 
 @app.command("eval")
@@ -70,10 +73,10 @@ def evaluate(
     model: str = typer.Option(..., "--model", help="LVLM path or registry name."),
     task: str = typer.Option(..., "--task", help="gqa-it, mtvqa-it, exams-v-it, or a JSON/JSONL file of {id, image, question, answer}."),
     images: Path = typer.Option(None, "--images", help="Folder the images are relative to."),
-    out: Path = typer.Option(..., "--out", help="Run folder: predictions.jsonl, scores.json, report.md/html."),
+    out: Path = typer.Option(..., "--out", help="Run folder: run.json, records.jsonl, metrics.json, report.md/html."),
     data: Path = typer.Option(None, "--data", help="The local question file of a named task."),
     formatting: str = typer.Option("all", help="all, or some of post, pre-swap, post-swap, pre (comma-separated)."),
-    batch_size: int = typer.Option(8),
+    batch_size: int = typer.Option(8, help="Prompts per batch (a question's formattings always go together)."),
     max_new_tokens: int = typer.Option(16),
     limit: int = typer.Option(None, help="Only the first N questions."),
     device: str = typer.Option(None, help="cuda, mps or cpu (default: the best there is)."),
@@ -87,7 +90,23 @@ def evaluate(
 
     s = run_eval(model, task, images, out, formatting=formatting, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
                  limit=limit, force=force, device=device)
+    _print_scores(s)
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+@app.command("score")
+def score(run: Path = typer.Option(..., "--run", help="A finished `lvlm eval` run folder.")) -> None:
+    """Score a finished evaluation again from its records.jsonl, without the model (rewrites metrics.json and the report).
+
+    Example: annotaudit lvlm score --run eval-gqa
+    """
+    from annotaudit.lvlm.evaluate import rescore_eval
+
+    _print_scores(rescore_eval(run))
+    typer.echo(f"report: {run / 'report.html'}")
+
+
+def _print_scores(s: dict) -> None:
     for f, v in s["formattings"].items():
         typer.echo(f"{f:10s} exact {v['exact']:.3f}  approx {v['approx']:.3f}")
     typer.echo(f"mean {s['mean_exact']:.3f} ± {s['std_exact']:.3f}; worst {s['worst']}: exact {s['worst_exact']:.3f} -> approx {s['worst_approx']:.3f}")
-    typer.echo(f"report: {out / 'report.html'}")

@@ -246,16 +246,17 @@ def annotate_task(world: shapes.World, model: str, out: Path, mode: str, cfg: De
 def mmbt(world: shapes.World, runs: list[Path], models_dir: Path, out: Path, cfg: DemoConfig) -> dict[str, Any]:
     """MMBT on human labels against each annotator's labels, tested on the same human test split."""
     from annotaudit.classifiers.compare import compare
-    from annotaudit.classifiers.data import get_task, load_split
-    from annotaudit.classifiers.train import TrainConfig
+    from annotaudit.annotate.tasks import get_task
+    from annotaudit.classifiers.data import load_splits
+    from annotaudit.classifiers.train import ClassifierTrainConfig
     from annotaudit.testing.tiny_models import tiny_bert, tiny_resnet
 
     task = get_task("hateful_memes")
     texts = [json.loads(line)["text"] for line in (world.memes / "train.jsonl").read_text(encoding="utf-8").splitlines()]
     bert = tiny_bert(models_dir / "bert", seed=cfg.seed, corpus=texts)
     resnet = tiny_resnet(models_dir / "resnet", seed=cfg.seed, image_size=cfg.image_size)
-    splits = tuple(load_split(task, world.memes, s) for s in task.splits)
-    tc = TrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.mmbt_epochs, batch_size=16, lr=1e-3, freeze_image_epochs=0, seed=cfg.seed, patience=cfg.mmbt_epochs)
+    splits = load_splits(task, world.memes)
+    tc = ClassifierTrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.mmbt_epochs, batch_size=16, lr=1e-3, freeze_image_epochs=0, seed=cfg.seed, patience=cfg.mmbt_epochs)
     return compare(task, splits, runs, 1, tc, out, data=str(world.memes))
 
 

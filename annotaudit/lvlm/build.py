@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -18,6 +17,7 @@ from transformers import (
 )
 
 from annotaudit.core.errors import InputError
+from annotaudit.core.runs import RunDir, check_config, fingerprint
 from annotaudit.models.templates import JINJA_TEMPLATES
 
 IMAGE_TOKEN = "<image>"
@@ -106,9 +106,16 @@ def _check_pinpoints(pinpoints: list[list[int]], image_size: int) -> None:
 
 
 def build_lvlm(vision_path: str | Path, llm_path: str | Path, out: str | Path, template: str = "auto",
-               pinpoints: list[list[int]] | None = None, dtype: str = "auto") -> Path:
-    """Write a LlavaNextForConditionalGeneration (+ processor) that stock transformers loads as is."""
+               pinpoints: list[list[int]] | None = None, dtype: str = "auto", force: bool = False) -> Path:
+    """Write a LlavaNextForConditionalGeneration (+ processor) that stock transformers loads as is.
+
+    run.json beside the model records the settings and the inputs' fingerprints; a folder holding
+    another build (or a training run) is refused unless `force`. The same build again rewrites the
+    model: a build does not resume, so edited inputs are recorded, not refused.
+    """
     vision_path, llm_path, out = str(vision_path), str(llm_path), Path(out)
+    settings = {"vision": vision_path, "llm": llm_path, "template": template, "pinpoints": pinpoints, "dtype": dtype}
+    check_config(out, settings, force)
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     chat_template = chat_template_for(template, tokenizer)
     _prepare_tokenizer(tokenizer)
@@ -141,8 +148,10 @@ def build_lvlm(vision_path: str | Path, llm_path: str | Path, out: str | Path, t
         chat_template=chat_template,
     )
     tokenizer.chat_template = chat_template
-    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir(out, settings, force=force)
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    (out / "lvlm_build.json").write_text(json.dumps({"vision": vision_path, "llm": llm_path, "template": template, "pinpoints": pinpoints}, indent=2) + "\n")
+    run.finish(pinpoints=pinpoints, image_token_id=int(config.image_token_id), vocab_size=len(tokenizer),
+               inputs={"vision": fingerprint(vision_path), "llm": fingerprint(llm_path),
+                       "template": fingerprint(template) if Path(template).is_file() else None})
     return out

@@ -7,7 +7,6 @@ where that fails is an error naming its id, never silently dropped or mislabelle
 
 from __future__ import annotations
 
-import json
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import torch
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import safe_path
+from annotaudit.core.io import read_records, safe_path
 from annotaudit.models.base import load_image
 
 IGNORE = -100
@@ -26,16 +25,10 @@ IMAGE_TOKEN = "<image>"
 
 
 def load_conversations(path: str | Path) -> list[dict[str, Any]]:
-    """Read LLaVA JSON (a list) or JSONL; check ids, roles and the <image> placeholder."""
+    """Read LLaVA JSON (a list), JSONL or concatenated objects; check ids, roles and the <image> placeholder."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    try:
-        records = json.loads(text) if path.suffix != ".jsonl" else [json.loads(x) for x in text.splitlines() if x.strip()]
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
-    if not isinstance(records, list):
+    records = [rec for _, rec in read_records(path)]
+    if len(records) == 1 and "conversations" not in records[0] and not any(k in records[0] for k in ("id", "image")):
         raise InputError("expected a JSON list of {id, image, conversations}", path=path)
     seen: set[str] = set()
     for n, rec in enumerate(records):
@@ -43,10 +36,10 @@ def load_conversations(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def _check_record(rec: Any, n: int, path: Path, seen: set[str]) -> None:
-    if not isinstance(rec, dict) or "conversations" not in rec:
-        raise InputError(f"record {n} has no 'conversations'", path=path)
+def _check_record(rec: dict[str, Any], n: int, path: Path, seen: set[str]) -> None:
     sid = str(rec.get("id", n))
+    if "conversations" not in rec:
+        raise InputError("no 'conversations'", path=path, item=sid)
     rec["id"] = sid
     if sid in seen:
         raise InputError("duplicate id", path=path, item=sid)

@@ -1,23 +1,26 @@
 """VQA evaluation under the four Italian formattings: greedy answers, exact and approximate match.
 
 Local copies of GQA-IT, MTVQA-IT and EXAMS-V-IT are read in the layouts they are published in
-(see docs/lvlm.md); any other set can be given as a JSON/JSONL file of {id, image, question, answer}.
+(see docs/lvlm.md); any other set can be given as a JSON/JSONL/CSV file of {id, image, question, answer}.
+The run folder follows the runner's layout (run.json, records.jsonl, metrics.json, report), so a
+finished evaluation can be scored again without the model (`rescore_eval`).
 """
 
 from __future__ import annotations
 
 import io
-import json
 import statistics
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from annotaudit.core import runner
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import iter_jsonl, safe_path
+from annotaudit.core.io import iter_jsonl, read_records, safe_path
 from annotaudit.core.report import Report
-from annotaudit.core.runs import RunDir, progress
+from annotaudit.core.runner import Sample, make_record, run_config, run_samples, score_records
+from annotaudit.core.runs import fingerprint
 
 from .formatting import approx_match, exact_match, format_prompt, parse_formattings
 
@@ -29,30 +32,27 @@ ALIASES = {
     "question": ("question", "domanda", "text"),
     "answer": ("answer", "answers", "label", "answer_key", "risposta", "fullAnswer"),
 }
-OUTPUTS = ["predictions.jsonl", "scores.json", "report.md", "report.html", "report_files"]
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """JSON list, GQA-style JSON dict {question id: fields}, JSONL, Parquet or CSV."""
-    if not path.is_file():
-        raise FileNotFoundError(f"task file not found: {path}")
-    if path.suffix in (".parquet", ".csv"):
+    """JSON list, GQA-style JSON object {question id: fields}, JSONL, CSV/TSV or Parquet."""
+    if path.suffix == ".parquet":
+        if not path.is_file():
+            raise InputError("file not found", path=path)
         import pandas as pd
 
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-        return frame.to_dict(orient="records")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [rec for _, rec in iter_jsonl(path)]
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"not valid JSON: {exc.msg}", path=path, line=exc.lineno) from None
-    if isinstance(data, dict):
-        data = data.get("data", data.get("questions", data))
-    if isinstance(data, dict):  # GQA: {"20968078": {"imageId": ..., "question": ..., "answer": ...}}
-        return [{"id": k, **v} for k, v in data.items()]
-    return list(data)
+        return pd.read_parquet(path).to_dict(orient="records")
+    rows = [rec for _, rec in read_records(path)]
+    if len(rows) == 1 and isinstance(rows[0].get("data", rows[0].get("questions")), list | dict):
+        rows = [rows[0].get("data", rows[0].get("questions"))]
+    if len(rows) == 1 and isinstance(rows[0], list):
+        rows = rows[0]
+        bad = next((k for k, r in enumerate(rows, 1) if not isinstance(r, dict)), None)
+        if bad is not None:
+            raise InputError("expected a JSON object", path=path, item=str(bad))
+    elif len(rows) == 1 and rows[0] and all(isinstance(v, dict) for v in rows[0].values()):
+        rows = [{"id": k, **v} for k, v in rows[0].items()]  # GQA: {"20968078": {"imageId": ..., "question": ..., "answer": ...}}
+    return rows
 
 
 def _field(row: dict[str, Any], name: str) -> Any:
@@ -76,15 +76,19 @@ def _expand_qa_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def load_task(task: str, data: str | Path | None = None) -> list[dict[str, Any]]:
-    """Items {id, image, question, answer, closed} of a named task (its local file in `data`) or a file."""
-    name = task.lower()
-    if name in TASKS:
+def task_file(task: str, data: str | Path | None = None) -> Path:
+    """The question file: `data` for a named task, else the task itself."""
+    if task.lower() in TASKS:
         if data is None:
             raise InputError(f"--task {task} reads a local copy: give its file with --data (see docs/lvlm.md)")
-        path = Path(data)
-    else:
-        path, name = Path(task), "file"
+        return Path(data)
+    return Path(task)
+
+
+def load_task(task: str, data: str | Path | None = None) -> list[dict[str, Any]]:
+    """Items {id, image, question, answer, closed} of a named task (its local file in `data`) or a file."""
+    path = task_file(task, data)
+    name = task.lower() if task.lower() in TASKS else "file"
     rows = _expand_qa_pairs(_read_rows(path))
     if name == "exams-v-it":
         rows = [r for r in rows if str(r.get("language", "italian")).lower() in ("italian", "it", "ita")]
@@ -131,13 +135,32 @@ def _open_image(image: Any, images_dir: str | Path | None, sid: str) -> Any:
     return str(path)
 
 
+def _image_name(image: Any) -> str:
+    """What a record keeps of the image: its path, never embedded bytes."""
+    if isinstance(image, dict):
+        return str(image.get("path") or "(embedded)")
+    return str(image)
+
+
+def samples(items: list[dict[str, Any]], formattings: list[str]) -> list[Sample]:
+    """One sample per (question, formatting), id FORMATTING:QUESTION; a question's formattings share a batch and its image."""
+    return [Sample(id=f"{f}:{item['id']}", input={"prompt": format_prompt(item["question"], f, item["closed"]), "image": _image_name(item["image"])},
+                   target=item["answer"], meta={"formatting": f, "question_id": item["id"]}, group=item["id"])
+            for item in items for f in formattings]
+
+
+def answer_scores(answer: str, target: Any) -> dict[str, bool]:
+    return {"exact": exact_match(answer, target), "approx": approx_match(answer, target)}
+
+
 def summarize(records: list[dict[str, Any]], formattings: list[str]) -> dict[str, Any]:
     """Per formatting exact and approximate accuracy; mean and std of exact; the worst one rescored."""
     per: dict[str, dict[str, float]] = {}
     for f in formattings:
-        rows = [r for r in records if r["formatting"] == f]
-        if rows:
-            per[f] = {"n": len(rows), "exact": sum(r["exact"] for r in rows) / len(rows), "approx": sum(r["approx"] for r in rows) / len(rows)}
+        scores = [answer_scores(r["prediction"], r["target"]) for r in records if r["meta"]["formatting"] == f]
+        if scores:
+            per[f] = {"n": len(scores), "exact": sum(s["exact"] for s in scores) / len(scores),
+                      "approx": sum(s["approx"] for s in scores) / len(scores)}
     exact = [v["exact"] for v in per.values()]
     worst = min(per, key=lambda f: per[f]["exact"]) if per else None
     return {
@@ -150,52 +173,73 @@ def summarize(records: list[dict[str, Any]], formattings: list[str]) -> dict[str
     }
 
 
+def _metric(config: dict[str, Any]):
+    def metric(records: list[dict[str, Any]]) -> dict[str, Any]:
+        n_questions = len({r["meta"]["question_id"] for r in records})
+        return {**summarize(records, config["formattings"]), "task": config["task"], "model": config["model"], "n_questions": n_questions}
+
+    return metric
+
+
+def _report_fn(config: dict[str, Any]):
+    def report(records: list[dict[str, Any]], metrics: dict[str, Any], out: Path) -> None:
+        _report(metrics, records, config["task"], config["model"]).write(out)
+
+    return report
+
+
 def evaluate(model: str | Path, task: str, images_dir: str | Path | None, out: str | Path, formatting: str = "all",
              data: str | Path | None = None, batch_size: int = 8, max_new_tokens: int = 16, limit: int | None = None,
              force: bool = False, device: str | None = None) -> dict[str, Any]:
-    """Answer every question under each formatting (resumable), score, and write scores.json and a report."""
-    from annotaudit.models import GenerationConfig, Request, load_model
+    """Answer every question under each formatting (resumable), score, and write records.jsonl, metrics.json and a report.
 
+    `batch_size` counts prompts: whole questions go together (all their formattings share the opened image).
+    """
     try:
         formattings = parse_formattings(formatting)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    path = task_file(task, data)
     items = load_task(task, data)[:limit]
-    config = {"model": str(model), "task": task, "data": str(data) if data else None, "images": str(images_dir) if images_dir else None,
+    config = {"model": str(model), "task": task, "data": str(data) if data else None, "task_file": str(path),
+              "task_fingerprint": fingerprint(path), "images": str(images_dir) if images_dir else None,
               "formattings": formattings, "max_new_tokens": max_new_tokens, "limit": limit, "decoding": "greedy"}
-    run = RunDir(out, config, force=force, outputs=OUTPUTS)
-    log = run.log("predictions.jsonl", key="key")
-    done = log.done_keys()
-    todo = [(item, f) for item in items for f in formattings if f"{f}:{item['id']}" not in done]
-    if todo:
-        lm = load_model(str(model), device=device)
+    images = {item["id"]: item["image"] for item in items}
+
+    def solver(run_device: str | None):
+        from annotaudit.models import GenerationConfig, Request, load_model
+
+        lm = load_model(str(model), device=device or run_device)
         if not lm.accepts_images:
             raise InputError(f"model {model} does not take images")
         gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
-        with progress(f"answering ({len(formattings)} formattings)", len(todo)) as advance:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                opened: dict[str, Any] = {}
-                requests = []
-                for item, f in batch:
-                    if item["id"] not in opened:
-                        opened[item["id"]] = _open_image(item["image"], images_dir, item["id"])
-                    requests.append(Request(format_prompt(item["question"], f, item["closed"]), opened[item["id"]]))
-                outs = lm.generate(requests, gen)
-                log.append([_record(item, f, req.prompt, o.text) for (item, f), req, o in zip(batch, requests, outs)])
-                advance(len(batch))
-    wanted = {f"{f}:{item['id']}" for item in items for f in formattings}
-    records = [r for r in log.read() if r["key"] in wanted]
-    scores = {**summarize(records, formattings), "task": task, "model": str(model), "n_questions": len(items)}
-    run.write_json("scores.json", scores)
-    _report(scores, records, task, model).write(out)
-    run.finish(n_predictions=len(records))
-    return scores
+
+        def answer(batch: list[Sample]) -> list[dict[str, Any]]:
+            opened: dict[str, Any] = {}
+            requests = []
+            for s in batch:
+                qid = s.meta["question_id"]
+                if qid not in opened:
+                    opened[qid] = _open_image(images[qid], images_dir, qid)
+                requests.append(Request(s.input["prompt"], opened[qid]))
+            outs = lm.generate(requests, gen)
+            return [make_record(s, o.text.strip(), o.text, answer_scores(o.text, s.target)) for s, o in zip(batch, outs)]
+
+        return answer
+
+    return run_samples(out, config, samples(items, formattings), solver, _metric(config), report=_report_fn(config),
+                       batch_size=max(1, batch_size // len(formattings)), description=f"answering ({len(formattings)} formattings)",
+                       force=force)
 
 
-def _record(item: dict[str, Any], f: str, prompt: str, output: str) -> dict[str, Any]:
-    return {"key": f"{f}:{item['id']}", "id": item["id"], "formatting": f, "prompt": prompt, "output": output,
-            "answer": item["answer"], "exact": exact_match(output, item["answer"]), "approx": approx_match(output, item["answer"])}
+def rescore_eval(run_dir: str | Path) -> dict[str, Any]:
+    """Score a finished `lvlm eval` folder again from its records (no model): metrics.json and the report are rewritten."""
+    config = run_config(run_dir)
+    if "formattings" not in config:
+        raise InputError("not an lvlm eval run folder (its configuration has no formattings)", path=run_dir)
+    problems = Path(run_dir) / runner.PROBLEMS
+    count = sum(1 for _ in iter_jsonl(problems)) if problems.is_file() else None
+    return score_records(run_dir, runner.read_records(run_dir), _metric(config), _report_fn(config), problems=count)
 
 
 def _report(scores: dict[str, Any], records: list[dict[str, Any]], task: str, model: Any) -> Report:
@@ -209,5 +253,6 @@ def _report(scores: dict[str, Any], records: list[dict[str, Any]], task: str, mo
                 "worst exact": scores["worst_exact"], "worst rescored (approx)": scores["worst_approx"]}])
     rep.bar_chart({f: {"exact": v["exact"], "approx": v["approx"]} for f, v in scores["formattings"].items()}, "Accuracy by formatting")
     rep.heading("Sample outputs")
-    rep.table([{k: r[k] for k in ("id", "formatting", "prompt", "output", "answer", "exact")} for r in records[:20]])
+    rep.table([{"id": r["meta"]["question_id"], "formatting": r["meta"]["formatting"], "prompt": r["input"]["prompt"], "output": r["raw"],
+                "answer": r["target"], "exact": exact_match(r["prediction"], r["target"])} for r in records[:20]])
     return rep

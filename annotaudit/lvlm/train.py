@@ -24,8 +24,8 @@ from transformers import AutoProcessor, LlavaNextForConditionalGeneration, get_c
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import JsonlLog, read_json, write_json
-from annotaudit.core.runs import ConfigMismatch, RunDir, progress
+from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
+from annotaudit.core.runs import ConfigMismatch, RunDir, fingerprint, progress
 
 from .data import IGNORE, ConversationDataset, collate, load_conversations
 
@@ -33,6 +33,8 @@ STAGES = ("pretrain", "finetune")
 DEFAULT_LR = {"pretrain": 1e-3, "finetune": 1e-5}
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 STATE_DIR = "train_state"
+LOG, METRICS = "train_log.jsonl", "metrics.json"
+OUTPUTS = ["checkpoints", LOG, METRICS, "report.md", "report.html", "report_files"]
 
 
 @dataclass
@@ -207,7 +209,7 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     records = load_conversations(cfg.data)
     run = None
     if accelerator.is_main_process:
-        run = RunDir(out, asdict(cfg), force=force, outputs=["checkpoints", "train_log.jsonl"])
+        run = RunDir(out, {**asdict(cfg), "data_fingerprint": fingerprint(cfg.data)}, force=force, outputs=OUTPUTS)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     processor = AutoProcessor.from_pretrained(cfg.model)
@@ -236,7 +238,9 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
         accelerator.load_state(str(latest))
         done = read_json(latest / "progress.json")
         step, start_epoch, skip = done["step"], done["epoch"], done["batch"]
-    log = JsonlLog(out / "train_log.jsonl", key="step")
+    log = JsonlLog(out / LOG, key="step")
+    if accelerator.is_main_process:  # steps logged after the checkpoint we resume from are trained again
+        write_jsonl(log.path, [r for r in log if r["step"] <= step])
     samples = tokens = 0
     started = time.time()
     model.train()
@@ -293,9 +297,45 @@ def _finish(accelerator: Accelerator, run: RunDir | None, out: Path, step: int, 
     if run is not None:
         run.finish(steps=step, complete=complete, num_processes=accelerator.num_processes, samples=samples, tokens=tokens,
                    samples_per_s=round(samples / seconds, 3), tokens_per_s=round(tokens / seconds, 1),
-                   mixed_precision=accelerator.mixed_precision)
+                   mixed_precision=accelerator.mixed_precision, model_fingerprint=fingerprint(run.config["model"]))
+        steps = JsonlLog(out / LOG, key="step").read()
+        if steps:
+            metrics = loss_metrics(steps, complete)
+            write_json(out / METRICS, metrics)
+            _report(steps, metrics, run.config).write(out)
     accelerator.wait_for_everyone()
     return out
 
 
-__all__ = ["ConfigMismatch", "IGNORE", "TrainConfig", "train", "save_model", "set_trainable", "add_lora", "param_groups"]
+def loss_metrics(steps: list[dict[str, Any]], complete: bool) -> dict[str, Any]:
+    """Final and best training loss of the logged optimizer steps (the last epoch's mean smooths batch noise)."""
+    best = min(steps, key=lambda r: r["loss"])
+    last_epoch = [r["loss"] for r in steps if r["epoch"] == steps[-1]["epoch"]]
+    return {"steps": steps[-1]["step"], "complete": complete, "first_loss": steps[0]["loss"], "final_loss": steps[-1]["loss"],
+            "final_epoch_mean_loss": round(sum(last_epoch) / len(last_epoch), 6), "best_loss": best["loss"], "best_step": best["step"]}
+
+
+def _report(steps: list[dict[str, Any]], metrics: dict[str, Any], config: dict[str, Any]) -> Any:
+    """The loss curve as a chart and a table of at most 25 evenly spaced steps."""
+    import matplotlib.pyplot as plt
+
+    from annotaudit.core.report import Report
+
+    rep = Report(f"LVLM training: {config['stage']}")
+    rep.text(f"Model `{config['model']}` trained on `{config['data']}`: {metrics['steps']} optimizer steps"
+             f"{'' if metrics['complete'] else ' (stopped early)'}, lr {config['lr']}, batch {config['batch_size']} "
+             f"x {config['grad_accum']} accumulation per process.")
+    rep.table([{k: metrics[k] for k in ("first_loss", "final_loss", "final_epoch_mean_loss", "best_loss", "best_step")}], floatfmt=".4f")
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot([r["step"] for r in steps], [r["loss"] for r in steps])
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    rep.figure(fig, "Training loss per step")
+    every = max(1, math.ceil(len(steps) / 25))
+    shown = steps[::every] + ([steps[-1]] if (len(steps) - 1) % every else [])
+    rep.heading("Loss curve")
+    rep.table([{"step": r["step"], "epoch": r["epoch"], "loss": r["loss"], "lr": r["lr"]} for r in shown], floatfmt=".4g")
+    return rep
+
+
+__all__ = ["ConfigMismatch", "IGNORE", "TrainConfig", "train", "loss_metrics", "save_model", "set_trainable", "add_lora", "param_groups"]
