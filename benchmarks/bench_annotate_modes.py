@@ -12,16 +12,16 @@ import time
 from pathlib import Path
 
 from annotaudit.annotate.readers import Item
-from annotaudit.annotate.run import RunConfig, annotate_generate, annotate_score
+from annotaudit.annotate.run import RunConfig, annotate_generate, annotate_score, to_samples
 from annotaudit.annotate.tasks import get_task
 from annotaudit.models import load_model
 
 
-def _rate(fn, model, items, task, cfg) -> float:
+def _rate(fn, model, samples, task, cfg) -> float:
     start = time.perf_counter()
-    for i in range(0, len(items), cfg.batch_size):
-        fn(model, items[i : i + cfg.batch_size], task, cfg)
-    return len(items) / (time.perf_counter() - start)
+    for i in range(0, len(samples), cfg.batch_size):
+        fn(model, samples[i : i + cfg.batch_size], task, cfg)
+    return len(samples) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -38,12 +38,12 @@ def main() -> None:
         name = "hf:" + str(tiny_causal_lm(Path(tempfile.mkdtemp()) / "llama"))
     model = load_model(name)
     task = get_task("hateful_memes")
-    items = [Item(f"m{i}", f"meme text number {i} about cats and dogs") for i in range(args.items)]
+    samples = to_samples(task, [Item(f"m{i}", f"meme text number {i} about cats and dogs") for i in range(args.items)])
     base = dict(task="hateful_memes", data="-", model=name, max_new_tokens=args.max_new_tokens)
-    annotate_generate(model, items[:2], task, RunConfig(**base, batch_size=2))  # warm-up
-    gen = _rate(annotate_generate, model, items, task, RunConfig(**base, batch_size=args.batch_size))
-    score = _rate(annotate_score, model, items, task, RunConfig(**base, mode="score", batch_size=args.batch_size))
-    single = _rate(annotate_generate, model, items, task, RunConfig(**base, batch_size=1))
+    annotate_generate(model, samples[:2], task, RunConfig(**base, batch_size=2))  # warm-up
+    gen = _rate(annotate_generate, model, samples, task, RunConfig(**base, batch_size=args.batch_size))
+    score = _rate(annotate_score, model, samples, task, RunConfig(**base, mode="score", batch_size=args.batch_size))
+    single = _rate(annotate_generate, model, samples, task, RunConfig(**base, batch_size=1))
     print(f"model {model.entry.name}, {args.items} items, max_new_tokens {args.max_new_tokens}, batch {args.batch_size}")
     print(f"generate (batched)   {gen:8.2f} items/s")
     print(f"score                {score:8.2f} items/s   score/generate = {score / gen:.2f}x")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_wheel_has_one_top_level_name(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+    """Built from a copy of the files git tracks or would track, so no build/ folder of an earlier layout can leak into it."""
+    src = tmp_path / "src"
+    tracked = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard"], capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(src)],
                    check=True, capture_output=True, timeout=300)
     wheel = next(tmp_path.glob("annotaudit-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
@@ -50,7 +58,7 @@ def test_a_script_beside_its_own_models_and_cli_packages_still_annotates(tmp_pat
     res = subprocess.run([sys.executable, "label.py"], cwd=project, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.split()[-1] == "3"
-    assert len((project / "out" / "predictions.jsonl").read_text().splitlines()) == 3
+    assert len((project / "out" / "records.jsonl").read_text().splitlines()) == 3
 
 
 @pytest.mark.parametrize("args", [

@@ -1,1 +1,1 @@
-"""Zero-shot annotation: LLMs and VLMs as annotators, measured against human labels (issue 3)."""
+"""Zero-shot annotation: LLMs and VLMs as annotators, measured against human labels."""

@@ -1,4 +1,9 @@
-"""Answer rate, accuracy, F1, Cohen's kappa and AUROC of an annotator against human labels."""
+"""Answer rate, accuracy, F1, Cohen's kappa and AUROC of an annotator against human labels.
+
+Works on the records of `annotate run`: `target` is the human label, `prediction` the annotator's,
+`meta.answered` / `meta.judged` / `meta.language` what the run noted, and `scores` the label
+probabilities (score mode, `probs`) or vote shares (generate with several samples, `votes`).
+"""
 
 from __future__ import annotations
 
@@ -12,32 +17,38 @@ from sklearn.preprocessing import MultiLabelBinarizer
 from .tasks import NOANSWER, Task
 
 
+def label_scores(record: dict[str, Any]) -> dict[str, float] | None:
+    """label -> probability (score mode) or share of the votes (several samples); None without either."""
+    scores = record.get("scores") or {}
+    return scores.get("probs") or scores.get("votes") or None
+
+
 def _auroc(records: list[dict[str, Any]], task: Task) -> float | None:
     """Binary tasks: the positive label's probability; multi-class: one-vs-rest macro AUROC."""
-    rows = [r for r in records if r.get("scores")]
-    if len(rows) < 2 or len({r["human_label"] for r in rows}) < 2:
+    rows = [(r["target"], s) for r in records if (s := label_scores(r))]
+    if len(rows) < 2 or len({t for t, _ in rows}) < 2:
         return None
     try:
         if len(task.labels) == 2:
             pos = task.positive or task.labels[0]
-            return float(roc_auc_score([r["human_label"] == pos for r in rows], [r["scores"].get(pos, 0.0) for r in rows]))
-        probs = [[r["scores"].get(lab, 0.0) for lab in task.labels] for r in rows]
+            return float(roc_auc_score([t == pos for t, _ in rows], [s.get(pos, 0.0) for _, s in rows]))
+        probs = [[s.get(lab, 0.0) for lab in task.labels] for _, s in rows]
         norm = [[p / (sum(ps) or 1.0) for p in ps] for ps in probs]
-        return float(roc_auc_score([r["human_label"] for r in rows], norm, multi_class="ovr", labels=task.labels))
+        return float(roc_auc_score([t for t, _ in rows], norm, multi_class="ovr", labels=task.labels))
     except ValueError:
         return None
 
 
 def _single(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
-    truth = [r["human_label"] for r in records]
-    pred = [r["label"] for r in records]
+    truth = [r["target"] for r in records]
+    pred = [r["prediction"] for r in records]
     answered = [(t, p) for t, p in zip(truth, pred) if p != NOANSWER]
     prec, rec, f1, support = precision_recall_fscore_support(truth, pred, labels=task.labels, zero_division=0)
     out = {
         "accuracy_answered": accuracy_score(*zip(*answered)) if answered else None,
         "accuracy_all": accuracy_score(truth, pred),
         "macro_f1": float(f1_score(truth, pred, labels=task.labels, average="macro", zero_division=0)),
-        "kappa": _kappa(truth, pred),
+        "kappa": kappa(truth, pred),
         "per_class": {lab: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for lab, p, r, f, s in zip(task.labels, prec, rec, f1, support)},
         "auroc": _auroc(records, task),
@@ -45,7 +56,7 @@ def _single(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
     return out
 
 
-def _kappa(a: list[Any], b: list[Any]) -> float | None:
+def kappa(a: list[Any], b: list[Any]) -> float | None:
     """Cohen's kappa, NOANSWER a category of its own; None when it is undefined."""
     if len(a) < 2:
         return None
@@ -57,10 +68,10 @@ def _kappa(a: list[Any], b: list[Any]) -> float | None:
 
 def _multi(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
     mlb = MultiLabelBinarizer(classes=task.labels)
-    truth = mlb.fit_transform([r["human_label"] for r in records])
-    pred = mlb.transform([[] if r["label"] == NOANSWER else r["label"] for r in records])
+    truth = mlb.fit_transform([r["target"] for r in records])
+    pred = mlb.transform([[] if r["prediction"] == NOANSWER else r["prediction"] for r in records])
     prec, rec, f1, support = precision_recall_fscore_support(truth, pred, zero_division=0)
-    answered = [i for i, r in enumerate(records) if r["label"] != NOANSWER]
+    answered = [i for i, r in enumerate(records) if r["prediction"] != NOANSWER]
     return {
         "accuracy_answered": float(accuracy_score(truth[answered], pred[answered])) if answered else None,
         "accuracy_all": float(accuracy_score(truth, pred)),
@@ -72,22 +83,30 @@ def _multi(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
     }
 
 
-def compute(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
-    """Metrics over all predictions; accuracy over answered items and over all (NOANSWER is wrong)."""
+def _measure(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
     n = len(records)
-    answered = sum(bool(r["answered"]) for r in records)
+    answered = sum(bool(r["meta"].get("answered")) for r in records)
     out: dict[str, Any] = {
         "task": task.name, "n": n, "answered": answered, "answer_rate": answered / n if n else None,
-        "judged": sum(bool(r.get("judged")) for r in records),
+        "judged": sum(bool(r["meta"].get("judged")) for r in records),
     }
-    labeled = [r for r in records if r.get("human_label") not in (None, [])]
+    labeled = [r for r in records if r.get("target") not in (None, [])]
     out["n_labeled"] = len(labeled)
     if labeled:
         out.update(_multi(labeled, task) if task.multi_label else _single(labeled, task))
+    return out
+
+
+def compute(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    """Metrics over all records, and per language where there are several (or any, for XNLI).
+
+    Accuracy is given over answered items and over all items (NOANSWER is wrong).
+    """
+    out = _measure(records, task)
     languages = defaultdict(list)
     for r in records:
-        if r.get("language"):
-            languages[r["language"]].append(r)
+        if r["meta"].get("language"):
+            languages[r["meta"]["language"]].append(r)
     if len(languages) > 1 or (languages and task.dataset == "xnli"):
-        out["per_language"] = {lang: compute([{**r, "language": None} for r in rs], task) for lang, rs in sorted(languages.items())}
+        out["per_language"] = {lang: _measure(rs, task) for lang, rs in sorted(languages.items())}
     return out

@@ -2,23 +2,23 @@
 
 Every reader returns a list of `Item`. A bad record (malformed line, missing image, unknown label)
 becomes an `InputError` naming the file and line, or the item id where the format has no lines.
-With `strict=True` the first one is raised; otherwise the record is skipped and the error is
-appended to `problems` (or issued as a warning when no list is given), so one bad line does not
+With `strict=True` (or a strict `Problems`) the first one is raised; otherwise the record is
+skipped and the error goes to `problems` (a warning when none is given), so one bad line does not
 cost a whole run.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import iter_jsonl, safe_path
+from annotaudit.core.io import Problems, iter_jsonl, read_json, read_records, read_text, safe_path
 
 HATEFUL, NOT_HATEFUL = "hateful", "not_hateful"
 HATEFUL_MEMES_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
@@ -44,19 +44,20 @@ class Item:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-class _Collector:
-    """Raise at once when strict; otherwise remember the problem and go on."""
+OnError = Callable[[InputError], None]
 
-    def __init__(self, strict: bool, problems: list[InputError] | None):
-        self.strict, self.problems, self.warn = strict, problems, problems is None
 
-    def __call__(self, error: InputError) -> None:
-        if self.strict:
-            raise error
-        if self.problems is not None:
-            self.problems.append(error)
-        else:
-            warnings.warn(f"skipped: {error}", stacklevel=3)
+def _reporter(strict: bool, problems: Problems | None) -> OnError:
+    """Where a reader sends a bad record: raised when strict, else into `problems`, else a warning."""
+    if strict or (problems is not None and problems.strict):
+        return _raise
+    if problems is None:
+        return lambda err: warnings.warn(f"skipped: {err}", stacklevel=2)
+    return problems.add
+
+
+def _raise(err: InputError) -> None:
+    raise err
 
 
 def _image(root: Path, rel: str, path: Path, line: int | None, item: str | None, check: bool) -> Path:
@@ -69,7 +70,7 @@ def _image(root: Path, rel: str, path: Path, line: int | None, item: str | None,
     return image
 
 
-def _unique(items: Iterable[tuple[Item, Path, int | None]], report: _Collector) -> list[Item]:
+def _unique(items: Iterable[tuple[Item, Path, int | None]], report: OnError) -> list[Item]:
     """Drop repeated ids (they would make resuming ambiguous), reporting each one."""
     seen: dict[str, int | None] = {}
     out = []
@@ -83,14 +84,10 @@ def _unique(items: Iterable[tuple[Item, Path, int | None]], report: _Collector) 
     return out
 
 
-def _jsonl(path: Path, report: _Collector) -> Iterator[tuple[int, dict[str, Any]]]:
-    return iter_jsonl(path, on_error=report)
-
-
 # Hateful Memes ------------------------------------------------------------------------------
 
 
-def read_hateful_memes(root: str | Path, split: str = "test_unseen", strict: bool = False, problems: list[InputError] | None = None,
+def read_hateful_memes(root: str | Path, split: str = "test_unseen", strict: bool = False, problems: Problems | None = None,
                        check_images: bool = True) -> list[Item]:
     """`root/<split>.jsonl` lines of {"id","img","label","text"}; images resolved under root.
 
@@ -103,10 +100,10 @@ def read_hateful_memes(root: str | Path, split: str = "test_unseen", strict: boo
     if not path.is_file():
         have = sorted(p.stem for p in root.glob("*.jsonl")) if root.is_dir() else []
         raise FileNotFoundError(f"no Hateful Memes split {split!r} at {path}; found: {', '.join(have) or 'nothing'}")
-    report = _Collector(strict, problems)
+    report = _reporter(strict, problems)
 
     def items() -> Iterator[tuple[Item, Path, int]]:
-        for n, rec in _jsonl(path, report):
+        for n, rec in iter_jsonl(path, on_error=report):
             try:
                 yield _meme(rec, root, path, n, check_images), path, n
             except InputError as exc:
@@ -164,7 +161,7 @@ def mmimdb_label(genres: Iterable[str], task: str) -> str | list[str] | None:
 
 
 def read_mmimdb(root: str | Path, split: str = "dev", task: str = "drama_comedy", strict: bool = False,
-                problems: list[InputError] | None = None, plot: str = "first", check_images: bool = True) -> list[Item]:
+                problems: Problems | None = None, plot: str = "first", check_images: bool = True) -> list[Item]:
     """Arevalo's layout: `split.json` (train/dev/test id lists), `dataset/<id>.json` and `<id>.jpeg`.
 
     `plot` picks which of a movie's plot summaries becomes the text (default the first one, the
@@ -177,13 +174,12 @@ def read_mmimdb(root: str | Path, split: str = "dev", task: str = "drama_comedy"
         raise ValueError(f"plot must be one of {', '.join(PLOT_CHOICES)}")
     root = _mmimdb_root(Path(root))
     split_file = root / "split.json"
-    try:
-        splits = json.loads(split_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"malformed JSON ({exc.msg})", path=split_file, line=exc.lineno) from None
+    splits = read_json(split_file)
+    if not isinstance(splits, dict):
+        raise InputError("expected an object of split name -> ids", path=split_file)
     if split not in splits:
         raise InputError(f"no split {split!r}; it has {', '.join(splits)}", path=split_file)
-    report = _Collector(strict, problems)
+    report = _reporter(strict, problems)
 
     def items() -> Iterator[tuple[Item, Path, None]]:
         for raw_id in splits[split]:
@@ -203,9 +199,11 @@ def _movie(root: Path, item_id: str, task: str, plot: str, check_images: bool) -
     if not path.is_file():
         raise InputError(f"listed in split.json but {path} does not exist", path=root / "split.json", item=item_id)
     try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"malformed JSON ({exc.msg})", path=path, line=exc.lineno, item=item_id) from None
+        rec = read_json(path)
+    except InputError as exc:
+        raise InputError(exc.message, path=path, line=exc.line, item=item_id) from None
+    if not isinstance(rec, dict):
+        raise InputError("expected a JSON object", path=path, item=item_id)
     if "genres" not in rec or "plot" not in rec:
         raise InputError("missing field plot or genres", path=path, item=item_id)
     label = mmimdb_label(rec["genres"], task)
@@ -227,11 +225,12 @@ def nli_text(premise: str, hypothesis: str) -> str:
 
 
 def read_xnli(path: str | Path, languages: Iterable[str] | str | None = ("en",), strict: bool = False,
-              problems: list[InputError] | None = None) -> list[Item]:
+              problems: Problems | None = None) -> list[Item]:
     """An XNLI-style TSV (header; columns language, gold_label, sentence1, sentence2; no quoting).
 
     Ids are `<language>-<pairID>` (pairID is shared by the translations of one pair). A requested
     language with no rows is an error; XNLI has no Dutch, so a Dutch set must be the user's own file.
+    XNLI's quotes are text, so this reads without CSV quoting rather than with `core.io.read_records`.
     """
     path = Path(path)
     if not path.is_file():
@@ -239,11 +238,11 @@ def read_xnli(path: str | Path, languages: Iterable[str] | str | None = ("en",),
     if isinstance(languages, str):
         languages = [x.strip() for x in languages.split(",") if x.strip()]
     wanted = None if languages is None else [lang.lower() for lang in languages]
-    report = _Collector(strict, problems)
+    report = _reporter(strict, problems)
     found: dict[str, int] = {}
 
     def items() -> Iterator[tuple[Item, Path, int]]:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with io.StringIO(read_text(path)) as fh:
             reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = next(reader, None) or []
             missing = [c for c in ("language", "gold_label", "sentence1", "sentence2") if c not in header]
@@ -325,24 +324,20 @@ def _one_label(raw: Any, labels: list[str] | None, path: Path, line: int, item_i
     raise InputError(f"unknown label {value!r} (task labels: {', '.join(labels)})", path=path, line=line, item=item_id)
 
 
-def _generic_records(path: Path, report: _Collector) -> Iterator[tuple[int, dict[str, Any]]]:
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        yield from _jsonl(path, report)
-        return
-    if path.suffix.lower() not in (".csv", ".tsv"):
-        raise InputError("expected a .jsonl or .csv file", path=path)
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        if "text" not in (reader.fieldnames or []):
-            raise InputError(f"header lacks a 'text' column (has: {', '.join(reader.fieldnames or [])})", path=path, line=1)
-        for row in reader:
-            if None in row:
-                report(InputError("more fields than the header has", path=path, line=reader.line_num))
-                continue
-            yield reader.line_num, row
+GENERIC_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
 
 
-def read_generic(path: str | Path, task: Any = None, strict: bool = False, problems: list[InputError] | None = None,
+def _generic_records(path: Path, report: OnError) -> list[tuple[int, dict[str, Any]]]:
+    suffix = (Path(path.stem) if path.suffix == ".gz" else path).suffix.lower()
+    if suffix not in GENERIC_SUFFIXES:
+        raise InputError(f"expected one of {', '.join(GENERIC_SUFFIXES)} (gzipped or not)", path=path)
+    rows = read_records(path, on_error=report)
+    if suffix in (".csv", ".tsv") and rows and "text" not in rows[0][1]:
+        raise InputError(f"header lacks a 'text' column (has: {', '.join(rows[0][1])})", path=path, line=1)
+    return rows
+
+
+def read_generic(path: str | Path, task: Any = None, strict: bool = False, problems: Problems | None = None,
                  check_images: bool = True) -> list[Item]:
     """A user's JSONL or CSV of {id, text, [image], [label]}; images relative to the file's folder.
 
@@ -353,7 +348,7 @@ def read_generic(path: str | Path, task: Any = None, strict: bool = False, probl
     if not path.is_file():
         raise FileNotFoundError(f"no data file at {path}")
     labels, multi = _task_labels(task)
-    report = _Collector(strict, problems)
+    report = _reporter(strict, problems)
 
     def items() -> Iterator[tuple[Item, Path, int]]:
         for n, rec in _generic_records(path, report):

@@ -1,5 +1,6 @@
-"""`annotate report`: the study's Figure 2 (accuracy and answer rate per model per task) and how
-far the annotators, humans included, agree with one another (pairwise Cohen's kappa)."""
+"""Reports of annotate runs: one run's own report, and `annotate report`, the study's Figure 2
+(accuracy and answer rate per model per task) with how far the annotators, humans included, agree
+with one another (pairwise Cohen's kappa)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,59 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import JsonlLog, read_json
+from annotaudit.core.io import read_json
 from annotaudit.core.report import Report
+from annotaudit.core.runner import METRICS, read_run_records, run_config
 
-from .metrics import _kappa
-from .run import METRICS, PREDICTIONS, recompute
+from .metrics import kappa
+from .tasks import NOANSWER, Task
 
 HUMAN = "human"
+UNANSWERED_SHOWN = 10
+
+
+def _f(x: Any) -> str:
+    return "" if x is None else str(x)
+
+
+def run_report(records: list[dict[str, Any]], metrics: dict[str, Any], out: str | Path, task: Task) -> tuple[Path, Path]:
+    """report.md and report.html of one run: its metrics, per class and per language, and replies no label was read from.
+
+    The unanswered replies are there so a reader can see whether the task's patterns missed an answer.
+    """
+    model = next((r["meta"].get("model") for r in records if r["meta"].get("model")), "")
+    report = Report(f"annotate · {task.name} · {model}")
+    report.heading("Metrics").table([{key: metrics.get(key) for key in (
+        "n", "answered", "answer_rate", "judged", "n_labeled", "accuracy_answered", "accuracy_all", "macro_f1", "micro_f1",
+        "kappa", "auroc", "problems") if key in metrics}], caption="accuracy_all counts NOANSWER as wrong")
+    if metrics.get("per_class"):
+        report.heading("Per class").table([{"label": lab, **row} for lab, row in metrics["per_class"].items()])
+    if metrics.get("per_language"):
+        report.heading("Per language").table([{"language": lang, "n": m["n"], "answer rate": m["answer_rate"],
+                                               "accuracy (all)": m.get("accuracy_all"), "macro F1": m.get("macro_f1")}
+                                              for lang, m in metrics["per_language"].items()])
+    unanswered = [r for r in records if r["prediction"] == NOANSWER and r.get("raw")]
+    if unanswered:
+        report.heading("Unanswered replies")
+        report.text(f"{len(unanswered)} replies gave no label; the first {min(len(unanswered), UNANSWERED_SHOWN)}:")
+        report.table([{"id": r["id"], "human label": _f(r["target"]), "reply": r["raw"][0][:300]} for r in unanswered[:UNANSWERED_SHOWN]])
+    return report.write(out)
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
-    """A run directory's config, metrics and predictions keyed by id."""
+    """A run folder's configuration, metrics and records keyed by id (metrics recomputed when missing)."""
     path = Path(path)
-    if not (path / "run.json").is_file() or not (path / PREDICTIONS).is_file():
-        raise InputError("not an annotate run directory (needs run.json and predictions.jsonl)", path=path)
-    manifest = read_json(path / "run.json")
-    config = manifest.get("config", {})
+    config = run_config(path)
     if "task_spec" not in config:
         raise InputError("run.json is not from `annotate run`", path=path / "run.json")
-    metrics = read_json(path / METRICS) if (path / METRICS).is_file() else recompute(path)
-    records = {str(r["id"]): r for r in JsonlLog(path / PREDICTIONS)}
-    model = next(iter(records.values()))["model"] if records else config.get("model")
+    records = {str(r["id"]): r for r in read_run_records(path)}
+    if (path / METRICS).is_file():
+        metrics = read_json(path / METRICS)
+    else:
+        from .run import recompute
+
+        metrics = recompute(path)
+    model = next(iter(records.values()))["meta"].get("model") or config.get("model")
     name = f"{model} ({config.get('mode')}" + (f", k={config['samples']}" if config.get("samples", 1) > 1 else "") + ")"
     return {"path": str(path), "task": config["task_spec"]["name"], "annotator": name, "config": config, "metrics": metrics, "records": records}
 
@@ -44,10 +77,10 @@ def agreement(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for run in runs:
         by_task.setdefault(run["task"], []).append(run)
     for task, group in by_task.items():
-        annotators = [(r["annotator"], {k: _key(v["label"]) for k, v in r["records"].items()}) for r in group]
+        annotators = [(r["annotator"], {k: _key(v["prediction"]) for k, v in r["records"].items()}) for r in group]
         humans = {}
         for r in group:
-            humans.update({k: _key(v["human_label"]) for k, v in r["records"].items() if v.get("human_label") not in (None, [])})
+            humans.update({k: _key(v["target"]) for k, v in r["records"].items() if v.get("target") not in (None, [])})
         if humans:
             annotators.append((HUMAN, humans))
         for (a, la), (b, lb) in combinations(annotators, 2):
@@ -56,11 +89,11 @@ def agreement(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 continue
             rows.append({"task": task, "annotator A": a, "annotator B": b, "items": len(common),
                          "raw agreement": sum(la[k] == lb[k] for k in common) / len(common),
-                         "kappa": _kappa([la[k] for k in common], [lb[k] for k in common])})
+                         "kappa": kappa([la[k] for k in common], [lb[k] for k in common])})
     return rows
 
 
-def build(run_dirs: list[str | Path], out: str | Path, title: str = "Zero-shot annotation") -> tuple[Path, Path]:
+def compare_runs(run_dirs: list[str | Path], out: str | Path, title: str = "Zero-shot annotation") -> tuple[Path, Path]:
     """Write report.md and report.html comparing the given runs."""
     if not run_dirs:
         raise InputError("give at least one run directory")

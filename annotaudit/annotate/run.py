@@ -1,9 +1,8 @@
-"""`annotate run`: a model labels every item, resumably, on one process or on a shard per process.
+"""`annotate run`: a model labels every item of a dataset, measured against the human labels.
 
-Each process appends finished items to its own JSONL (`predictions.jsonl` when alone,
-`shards/predictions.<rank>.jsonl` under `accelerate launch`); items already in any of those files
-are skipped, so a rerun after kill -9 continues without duplicating or losing an item. The main
-process then merges them, in dataset order, into `predictions.jsonl` and writes `metrics.json`.
+The item runner (`core.runner.run_samples`) owns resuming, sharding over processes, crash-safe
+writes and the run folder. This module turns items into samples, answers a batch in generate or
+score mode, lets a judge read the unanswered replies, and measures the records.
 """
 
 from __future__ import annotations
@@ -16,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import JsonlLog, read_json, write_json
-from annotaudit.core.runs import ConfigMismatch, RunDir, console, progress
+from annotaudit.core.io import Problems, iter_jsonl, write_jsonl
+from annotaudit.core.runner import PROBLEMS, RECORDS, Sample, make_record, read_run_records, run_config, run_samples, score_records
+from annotaudit.core.runs import console, fingerprint, progress
 
-from . import metrics as metrics_mod
+from . import metrics
 from .extract import extract, vote
 from .readers import Item
 from .tasks import NOANSWER, Task, get_task, read_items
 
-PREDICTIONS, METRICS, SKIPPED, SHARDS = "predictions.jsonl", "metrics.json", "skipped.jsonl", "shards"
 MODES = ("generate", "score")
 
 
@@ -57,202 +56,118 @@ class RunConfig:
             raise InputError("several samples per item need sampling (drop --greedy)")
 
 
-def _state() -> Any:
-    """accelerate's view of the launch: rank and world size (one process when not launched).
+def to_samples(task: Task, items: list[Item]) -> list[Sample]:
+    """One sample per item: the task's prompt and the image as input, the human label as target.
 
-    Without CUDA, processes started by `accelerate launch --multi_gpu` (torchrun) join over gloo.
+    Rendering here means a placeholder the data cannot fill stops the run before any model loads.
     """
-    import os
-
-    import torch
-    from accelerate import PartialState
-
-    cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
-    return PartialState(cpu=cpu)
-
-
-def _check_config(out: Path, config: dict[str, Any], force: bool) -> None:
-    """Read-only twin of RunDir's check, so every process refuses a changed configuration alike."""
-    manifest = out / "run.json"
-    if manifest.exists() and not force:
-        old = read_json(manifest).get("config")
-        if old != config:
-            changed = sorted(k for k in set(old or {}) | set(config) if (old or {}).get(k) != config.get(k))
-            raise ConfigMismatch(f"{out} holds a run with another configuration (changed: {', '.join(changed)}); "
-                                 "use another output directory, or --force to discard the old results")
+    out = []
+    for item in items:
+        meta = {"language": item.meta["language"]} if item.meta.get("language") else {}
+        prompt = task.render(item)
+        out.append(Sample(item.id, {"prompt": prompt, "image": str(item.image) if item.image is not None else None}, item.label, meta))
+    return out
 
 
-def _log_paths(out: Path) -> list[Path]:
-    return [out / PREDICTIONS] + sorted((out / SHARDS).glob("predictions.*.jsonl"))
-
-
-def _done(out: Path) -> dict[str, dict[str, Any]]:
-    """Finished records from the merged file and every shard file (torn last lines repaired)."""
-    done: dict[str, dict[str, Any]] = {}
-    for path in _log_paths(out):
-        if path.exists():
-            for rec in JsonlLog(path):
-                done.setdefault(str(rec["id"]), rec)
-    return done
-
-
-def _continuation(model: Any, prompt: str, word: str) -> str:
+def _continuation(prompt: str, word: str) -> str:
     """A label word as it would follow the assistant cue: after a space unless the cue ends in one."""
     return word if not prompt or prompt[-1].isspace() else " " + word
 
 
-def _request(item: Item, task: Task, model: Any) -> Any:
+def _request(sample: Sample, model: Any) -> Any:
     from annotaudit.models import Request
 
-    return Request(task.render(item), item.image if (item.image is not None and model.accepts_images) else None)
+    image = sample.input.get("image")
+    return Request(sample.input["prompt"], image if (image is not None and model.accepts_images) else None)
 
 
-def _record(item: Item, model: Any, prompt: str, **fields: Any) -> dict[str, Any]:
-    rec = {"id": item.id, "model": model.entry.name, "prompt": prompt, "outputs": [], "label": NOANSWER, "answered": False,
-           "confidence": None, "scores": None, "judged": False, "human_label": item.label}
-    if item.meta.get("language"):
-        rec["language"] = item.meta["language"]
-    if item.image is not None:
-        rec["image"] = str(item.image)
-    rec.update(fields)
-    return rec
+def annotate_generate(model: Any, samples: list[Sample], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
+    """Sample `cfg.samples` replies per item, extract a label from each, keep the majority.
 
-
-def annotate_generate(model: Any, items: list[Item], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
-    """Sample `cfg.samples` replies per item, extract a label from each, keep the majority."""
+    With several samples `scores["votes"]` holds each label's share of them, which gives AUROC.
+    """
     from annotaudit.models import GenerationConfig
 
-    seed = (cfg.seed + zlib.crc32(items[0].id.encode())) % 2**31
+    seed = (cfg.seed + zlib.crc32(samples[0].id.encode())) % 2**31
     gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
                                top_p=cfg.top_p, num_samples=cfg.samples, seed=seed)
-    gens = model.generate([_request(it, task, model) for it in items], gen_cfg)
+    gens = model.generate([_request(s, model) for s in samples], gen_cfg)
     out = []
-    for item, gen in zip(items, gens):
+    for sample, gen in zip(samples, gens):
         labels = [extract(t, task) for t in gen.texts]
         label, agreement, share = vote(labels, task)
-        out.append(_record(item, model, gen.prompt, outputs=gen.texts, sample_labels=labels, label=label,
-                           answered=label != NOANSWER, confidence=agreement, scores=share if cfg.samples > 1 else None,
-                           num_tokens=gen.num_tokens))
+        out.append(make_record(sample, label, list(gen.texts), {"votes": share} if cfg.samples > 1 else None,
+                               model=model.entry.name, chat_prompt=gen.prompt, answered=label != NOANSWER, confidence=agreement,
+                               judged=False, sample_labels=labels, num_tokens=gen.num_tokens))
     return out
 
 
-def annotate_score(model: Any, items: list[Item], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
+def annotate_score(model: Any, samples: list[Sample], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
     """Rank each label's verbalization by log-likelihood; softmax over labels gives probabilities."""
-    requests = [_request(it, task, model) for it in items]
+    requests = [_request(s, model) for s in samples]
     prompts = [model.render_prompt(r.prompt, r.image is not None) for r in requests]
-    conts = [[_continuation(model, p, task.verbalizers[lab]) for lab in task.labels] for p in prompts]
+    conts = [[_continuation(p, task.verbalizers[lab]) for lab in task.labels] for p in prompts]
     logps = model.score(requests, conts)
     out = []
-    for item, prompt, lp in zip(items, prompts, logps):
+    for sample, prompt, lp in zip(samples, prompts, logps):
         top = max(lp)
         weights = [math.exp(x - top) for x in lp]
         probs = {lab: w / sum(weights) for lab, w in zip(task.labels, weights)}
         label = max(task.labels, key=probs.__getitem__)
-        out.append(_record(item, model, prompt, label=label, answered=True, confidence=probs[label], scores=probs,
-                           logprobs=dict(zip(task.labels, lp))))
+        out.append(make_record(sample, label, None, {"probs": probs, "logprobs": dict(zip(task.labels, lp))},
+                               model=model.entry.name, chat_prompt=prompt, answered=True, confidence=probs[label], judged=False))
     return out
 
 
-def _load(name: str, state: Any) -> Any:
-    from annotaudit.models import load_model
-
-    device = str(state.device) if state.num_processes > 1 and state.device.type != "cpu" else None
-    return load_model(name, device=device)
-
-
-def _write_skipped(out: Path, problems: list[InputError]) -> None:
-    rows = [{"path": str(p.path) if p.path else None, "line": p.line, "item": p.item, "message": p.message} for p in problems]
-    log = JsonlLog(out / SKIPPED)
-    if log.path.exists():
-        log.path.unlink()
-    log.append(rows)
-
-
-def prepare(cfg: RunConfig, strict: bool) -> tuple[Task, list[Item], list[InputError]]:
+def prepare(cfg: RunConfig, strict: bool = False) -> tuple[Task, list[Item], Problems]:
+    """The task, its items (after --limit) and the bad records skipped while reading them."""
     task = get_task(cfg.task)
     if cfg.mode == "score" and task.multi_label:
         raise InputError(f"task {task.name!r} is multi-label; score mode ranks one label per item, use --mode generate")
-    problems: list[InputError] = []
+    problems = Problems(strict)
     items = read_items(task, cfg.data, split=cfg.split, languages=cfg.languages, strict=strict, problems=problems)
-    for item in items:  # a placeholder the data cannot fill is the data's problem, found before any model runs
-        task.render(item)
     return task, items[: cfg.limit] if cfg.limit else items, problems
+
+
+def _config(cfg: RunConfig, task: Task) -> dict[str, Any]:
+    """What run.json records: the options, the task itself, and a fingerprint of the data, so an edited input is refused."""
+    return {**asdict(cfg), "task_spec": task.describe(), "inputs": {"data": fingerprint(cfg.data)}}
 
 
 def run(cfg: RunConfig, out: str | Path, force: bool = False, strict: bool = False,
         on_problem: Callable[[InputError], None] | None = None) -> dict[str, Any]:
-    """Annotate, merge, judge and measure; returns the metrics (empty on non-main processes)."""
-    out = Path(out)
-    state = _state()
+    """Annotate, merge, judge and measure; returns the metrics (empty on processes other than the main one).
+
+    `on_problem` also receives each bad record that was skipped (they are shown and saved to problems.jsonl anyway).
+    """
     task, items, problems = prepare(cfg, strict)
-    config = {**asdict(cfg), "task_spec": task.describe()}
-    _check_config(out, config, force)
-    state.wait_for_everyone()
-    if state.is_main_process:
-        rundir = RunDir(out, config, force=force, outputs=[PREDICTIONS, METRICS, SKIPPED, SHARDS])
-        _write_skipped(out, problems)
-        for p in problems:
-            (on_problem or (lambda e: console.print(f"[yellow]skipped: {e}")))(p)
-    state.wait_for_everyone()
-    done = _done(out)
-    mine = [it for i, it in enumerate(items) if i % state.num_processes == state.process_index and it.id not in done]
-    log_path = out / PREDICTIONS if state.num_processes == 1 else out / SHARDS / f"predictions.{state.process_index}.jsonl"
-    log = JsonlLog(log_path)
-    fn = annotate_score if cfg.mode == "score" else annotate_generate
-    n_done = 0
-    if mine:
-        model = _load(cfg.model, state)
-        desc = f"{task.name} · {model.entry.name} · {cfg.mode}" + (f" [{state.process_index}]" if state.num_processes > 1 else "")
-        with progress(desc, len(mine)) as advance:
-            for start in range(0, len(mine), cfg.batch_size):
-                batch = mine[start : start + cfg.batch_size]
-                log.append(fn(model, batch, task, cfg))
-                n_done += len(batch)
-                advance(len(batch))
-        del model
-    state.wait_for_everyone()
-    if not state.is_main_process:
-        return {}
-    records = merge(out, items)
-    if cfg.judge:
-        records = judge(out, records, task, cfg.judge, {it.id: it for it in items}, cfg.batch_size)
-    result = metrics_mod.compute(records, task)
-    result["skipped"] = len(problems)
-    rundir.write_json(METRICS, result)
-    rundir.finish(items_this_session=n_done, processes=state.num_processes, task=task.describe(),
-                  items_per_second=None if not n_done else round(n_done / max(1e-9, _elapsed(rundir)), 4))
-    return result
+    samples = to_samples(task, items)
+    if on_problem is not None:
+        for err in problems.errors:
+            on_problem(err)
+
+    def solver(device: str | None) -> Callable[[list[Sample]], list[dict[str, Any]]]:
+        from annotaudit.models import load_model
+
+        model = load_model(cfg.model, device=device)
+        answer = annotate_score if cfg.mode == "score" else annotate_generate
+        return lambda batch: answer(model, batch, task, cfg)
+
+    def after(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return judge(folder, records, task, cfg.judge, cfg.batch_size) if cfg.judge else records
+
+    return run_samples(out, _config(cfg, task), samples, solver, lambda records: metrics.compute(records, task),
+                       report=_report(task), problems=problems, batch_size=cfg.batch_size, force=force,
+                       description=f"{task.name} · {cfg.model} · {cfg.mode}", after=after)
 
 
-def _elapsed(rundir: RunDir) -> float:
-    import time
+def _report(task: Task) -> Callable[[list[dict[str, Any]], dict[str, Any], Path], None]:
+    def write(records: list[dict[str, Any]], result: dict[str, Any], out: Path) -> None:
+        from .report import run_report
 
-    return time.time() - rundir.started
+        run_report(records, result, out, task)
 
-
-def merge(out: Path, items: list[Item]) -> list[dict[str, Any]]:
-    """One predictions.jsonl in dataset order from the merged file and the shards; shards removed after."""
-    done = _done(out)
-    order = {it.id: i for i, it in enumerate(items)}
-    records = sorted((r for k, r in done.items() if k in order), key=lambda r: order[str(r["id"])])
-    _rewrite(out / PREDICTIONS, records)
-    for path in _log_paths(out)[1:]:
-        path.unlink()
-    if (out / SHARDS).is_dir() and not any((out / SHARDS).iterdir()):
-        (out / SHARDS).rmdir()
-    return records
-
-
-def _rewrite(path: Path, records: list[dict[str, Any]]) -> None:
-    import json
-    import os
-
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return write
 
 
 JUDGE_PROMPT = (
@@ -261,47 +176,45 @@ JUDGE_PROMPT = (
 )
 
 
-def judge(out: Path, records: list[dict[str, Any]], task: Task, judge_name: str, items: dict[str, Item], batch_size: int) -> list[dict[str, Any]]:
+def judge(out: str | Path, records: list[dict[str, Any]], task: Task, judge_name: str, batch_size: int = 8) -> list[dict[str, Any]]:
     """A second model reads each unanswered reply and picks a label, or "none"; picks are marked judged.
 
-    The judge scores the options rather than generating, so it always gives one of them. Items it
-    has seen carry `judge` and are not judged again on a rerun.
+    The judge scores the options rather than generating, so it always gives one of them. Records it
+    has read carry `meta.judge` and are not judged again on a rerun; records.jsonl is rewritten
+    after every batch so a crash loses at most one batch of judging.
     """
     if task.multi_label:
         console.print("[yellow]judge: skipped, multi-label tasks are not judged")
         return records
-    todo = [r for r in records if not r["answered"] and r.get("judge") != judge_name and r.get("outputs")]
+    todo = [r for r in records if not r["meta"].get("answered") and "judge" not in r["meta"] and r.get("raw")]
     if not todo:
         return records
     from annotaudit.models import Request, load_model
 
     model = load_model(judge_name)
     options = task.labels + ["none"]
+    words = [task.verbalizers[lab] for lab in task.labels] + ["None"]
+    listed = ", ".join(words[:-1]) + " or None"
     with progress(f"judge · {model.entry.name}", len(todo)) as advance:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            requests = [Request(JUDGE_PROMPT.format(question=task.render(items[str(r["id"])]), reply=r["outputs"][0],
-                                                    options=", ".join(task.verbalizers[lab] for lab in task.labels) + " or None"))
-                        for r in batch]
+            requests = [Request(JUDGE_PROMPT.format(question=r["input"]["prompt"], reply=r["raw"][0], options=listed)) for r in batch]
             prompts = [model.render_prompt(q.prompt, False) for q in requests]
-            words = [task.verbalizers[lab] for lab in task.labels] + ["None"]
-            logps = model.score(requests, [[_continuation(model, p, w) for w in words] for p in prompts])
+            logps = model.score(requests, [[_continuation(p, w) for w in words] for p in prompts])
             for rec, lp in zip(batch, logps):
                 pick = options[max(range(len(options)), key=lp.__getitem__)]
-                rec["judge"] = model.entry.name
+                rec["meta"]["judge"] = model.entry.name
                 if pick != "none":
-                    rec.update(label=pick, answered=True, judged=True)
-            _rewrite(out / PREDICTIONS, records)
+                    rec["prediction"] = pick
+                    rec["meta"].update(answered=True, judged=True)
+            write_jsonl(Path(out) / RECORDS, records)
             advance(len(batch))
     return records
 
 
 def recompute(out: str | Path) -> dict[str, Any]:
-    """Metrics of an existing run directory, from its predictions and its recorded task."""
-    out = Path(out)
-    manifest = read_json(out / "run.json")
-    task = get_task(manifest["config"]["task"])
-    records = list(JsonlLog(out / PREDICTIONS))
-    result = metrics_mod.compute(records, task)
-    write_json(out / METRICS, result)
-    return result
+    """Metrics and report of a finished run folder from its records and its recorded task, without the model."""
+    task = get_task(run_config(out)["task"])
+    problems = Path(out) / PROBLEMS
+    skipped = sum(1 for _ in iter_jsonl(problems)) if problems.is_file() else None
+    return score_records(out, read_run_records(out), lambda records: metrics.compute(records, task), _report(task), problems=skipped)

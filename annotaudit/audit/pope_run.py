@@ -16,7 +16,7 @@ from typing import Any
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import safe_path, write_jsonl
 from annotaudit.core.runner import METRICS as METRICS_FILE
-from annotaudit.core.runner import RECORDS, REPORT_FILES, Sample, make_record, read_records, run_config, run_samples, score_records
+from annotaudit.core.runner import RECORDS, REPORT_FILES, Sample, make_record, read_run_records, run_config, run_samples, score_records
 from annotaudit.core.runs import RunDir, fingerprint
 
 from .pope import (
@@ -328,7 +328,7 @@ def score_pope(
         raise InputError("give either a run folder (--run), or a questions file and an answers file (--questions, --answers)")
     if run is not None:
         source = run_config(run)
-        records = read_records(run)
+        records = read_run_records(run)
         mode, calibration, seed = source.get("mode", "generate"), source.get("calibration", 0.2), source.get("seed", 0)
         if language not in (None, source.get("language", "en")):
             raise InputError(f"the run was asked in {source.get('language')!r}, not {language!r}", path=run)

@@ -14,7 +14,7 @@ from annotaudit.annotate import readers
 from annotaudit.annotate.tasks import NOANSWER, Task, get_task, read_items
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import iter_jsonl
-from annotaudit.core.runner import RECORDS, Sample, read_records, run_config
+from annotaudit.core.runner import RECORDS, Sample, read_run_records, run_config
 
 
 @dataclass
@@ -159,7 +159,7 @@ def read_llm_labels(task: Task, run_dir: str | Path) -> LLMLabels:
     run_dir = Path(run_dir)
     path = run_dir / RECORDS if run_dir.is_dir() else run_dir
     labels: dict[str, str | tuple[str, ...]] = {}
-    for k, rec in enumerate(read_records(path)):
+    for k, rec in enumerate(read_run_records(path)):
         item = str(rec["id"])
         if item in labels:
             raise InputError("this id is labelled twice", path=path, line=_line(path, k), item=item)

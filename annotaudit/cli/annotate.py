@@ -1,4 +1,4 @@
-"""`annotate ...`: label a dataset zero-shot with an LLM or VLM (issue: annotate)."""
+"""`annotate ...`: label a dataset zero-shot with an LLM or VLM; options are parsed here, the work is in annotaudit.annotate."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def run(
     task: str = typer.Option(..., help="hateful_memes, mmimdb, mmimdb_genres, xnli, or a .yaml/.toml task file."),
     data: Path = typer.Option(..., help="Dataset folder (Hateful Memes, MM-IMDB), NLI .tsv, or your .jsonl/.csv."),
     model: str = typer.Option(..., help="Registered model name, hf:<id or path>, or a local checkpoint."),
-    out: Path = typer.Option(..., help="Run directory: predictions.jsonl, metrics.json, run.json."),
+    out: Path = typer.Option(..., help="Run directory: records.jsonl, metrics.json, problems.jsonl, run.json, report.md/html."),
     split: str = typer.Option(None, help="Split (Hateful Memes: test_unseen by default; MM-IMDB: dev)."),
     languages: str = typer.Option(None, help="NLI languages, comma-separated (default en)."),
     limit: int = typer.Option(None, help="Only the first N items."),
@@ -32,7 +32,7 @@ def run(
     top_p: float = typer.Option(0.9, help="Nucleus sampling mass (the study: 0.9)."),
     greedy: bool = typer.Option(False, help="Greedy decoding instead of sampling."),
     judge: str = typer.Option(None, help="A model that reads unanswered replies and picks a label (marked judged)."),
-    force: bool = typer.Option(False, help="Discard an old run in OUT that has another configuration."),
+    force: bool = typer.Option(False, help="Discard an old run in OUT made with another configuration or other input files."),
     strict: bool = typer.Option(False, help="Stop at the first bad record instead of skipping it."),
 ) -> None:
     """Annotate a dataset; rerun the same command to resume after a crash.
@@ -56,14 +56,25 @@ def _summary(result: dict, out: Path) -> None:
     for key in ("accuracy_answered", "accuracy_all", "macro_f1", "kappa", "auroc"):
         if result.get(key) is not None:
             parts.append(f"{key}={_f(result[key])}")
-    if result.get("skipped"):
-        parts.append(f"skipped={result['skipped']} (see skipped.jsonl)")
+    if result.get("problems"):
+        parts.append(f"problems={result['problems']} (see {out / 'problems.jsonl'})")
     console.print(" ".join(parts))
-    console.print(f"wrote {out / 'predictions.jsonl'} and {out / 'metrics.json'}")
+    console.print(f"wrote {out / 'records.jsonl'}, {out / 'metrics.json'} and {out / 'report.html'}")
 
 
 def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3f}"
+
+
+@app.command("score")
+def score(run_dir: Path = typer.Argument(..., help="A finished `annotate run` folder.")) -> None:
+    """Score a finished run again from its records.jsonl, without the model (metrics.json and the report are rewritten).
+
+    Example: annotate score runs/hm-vicuna
+    """
+    from annotaudit.annotate.run import recompute
+
+    _summary(recompute(run_dir), run_dir)
 
 
 @app.command("extract")
@@ -86,7 +97,7 @@ def extract_cmd(
 
 @app.command("report")
 def report(
-    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by `annotate run`."),
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories written by `annotate run` (run.json and records.jsonl)."),
     out: Path = typer.Option(..., help="Where report.md and report.html go."),
     title: str = typer.Option("Zero-shot annotation", help="Report title."),
 ) -> None:
@@ -94,9 +105,9 @@ def report(
 
     Example: annotate report runs/hm-vicuna runs/hm-instructblip --out reports/hm
     """
-    from annotaudit.annotate.report import build
+    from annotaudit.annotate.report import compare_runs
 
-    md, page = build(run_dirs, out, title=title)
+    md, page = compare_runs(run_dirs, out, title=title)
     typer.echo(f"wrote {md} and {page}")
 
 

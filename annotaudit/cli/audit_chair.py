@@ -70,7 +70,7 @@ def score(
 
     problems = Problems(strict=strict)
     metrics = score_caption_file(captions, out, ground_truth, instances or (), captions_ref or (), image_map, language, fix_quirks, problems)
-    problems.show(lambda msg: typer.secho(msg, fg="yellow", err=True), out / "problems.jsonl")
+    problems.show(lambda msg: typer.secho(msg, fg="yellow", err=True), out / "problems.jsonl", prefix="warning")
     _print_metrics(metrics)
     typer.echo(f"results in {out}")
 

@@ -180,7 +180,7 @@ def read_records(path: str | Path, on_error: Callable[[InputError], None] | None
     path = Path(path)
     suffix = path.suffix.lower() if path.suffix != ".gz" else Path(path.stem).suffix.lower()
     if suffix in (".csv", ".tsv"):
-        return _read_table(path, "\t" if suffix == ".tsv" else ",")
+        return _read_table(path, "\t" if suffix == ".tsv" else ",", on_error)
     text = read_text(path)
     head = text.lstrip()[:1]
     if suffix == ".jsonl" or (head == "{" and _one_object_per_line(text)):
@@ -215,7 +215,7 @@ def _one_object_per_line(text: str) -> bool:
     return True
 
 
-def _read_table(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any]]]:
+def _read_table(path: Path, delimiter: str, on_error: Callable[[InputError], None] | None) -> list[tuple[int, dict[str, Any]]]:
     csv.field_size_limit(2**31 - 1)
     text = read_text(path)
     reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
@@ -223,7 +223,11 @@ def _read_table(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any]]]:
     try:
         for row in reader:
             if None in row:
-                raise InputError(f"{len(row[None])} more field(s) than the header has", path=path, line=reader.line_num)
+                err = InputError(f"{len(row[None])} more field(s) than the header has", path=path, line=reader.line_num)
+                if on_error is None:
+                    raise err
+                on_error(err)
+                continue
             out.append((reader.line_num, dict(row)))
     except csv.Error as exc:
         raise InputError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'}: {exc}", path=path, line=reader.line_num) from None
@@ -273,10 +277,10 @@ class Problems:
     def rows(self) -> list[dict[str, Any]]:
         return [{"path": str(e.path) if e.path is not None else None, "line": e.line, "item": e.item, "message": e.message} for e in self.errors]
 
-    def show(self, echo: Callable[[str], None], where: str | Path | None = None) -> None:
+    def show(self, echo: Callable[[str], None], where: str | Path | None = None, prefix: str = "skipped") -> None:
         """The first problems, then how many more and where the full list is."""
         for msg in self.messages()[: self.SHOWN]:
-            echo(f"skipped: {msg}")
+            echo(f"{prefix}: {msg}")
         if len(self.errors) > self.SHOWN:
             echo(f"... and {len(self.errors) - self.SHOWN} more" + (f" (all in {where})" if where else ""))
 

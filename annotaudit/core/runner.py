@@ -13,7 +13,7 @@ Every command writes the same folder:
     problems.jsonl  every bad input that was skipped
     report.md/html
 
-and the records can be scored again without the model (`score_records`).
+and the records can be scored again without the model (`score_records` over `read_run_records`).
 """
 
 from __future__ import annotations
@@ -218,7 +218,7 @@ def score_records(out: str | Path, records: list[dict[str, Any]], metric: Metric
     return result
 
 
-def read_records(run_dir: str | Path) -> list[dict[str, Any]]:
+def read_run_records(run_dir: str | Path) -> list[dict[str, Any]]:
     """The records of a finished run folder (or of a records.jsonl file)."""
     path = Path(run_dir)
     path = path / RECORDS if path.is_dir() else path

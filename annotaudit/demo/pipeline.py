@@ -191,7 +191,7 @@ def build_models(world: shapes.World, out: Path, cfg: DemoConfig) -> Path:
     tower = pretrain_tower(out / "vision_tower", cfg)
     llm = pretrain_llm(small_llm(out / "llm", world_tokenizer(world), cfg), world, cfg)
     size = cfg.image_size
-    return build_lvlm(tower, llm, out / "lvlm_untrained", template="mistral", pinpoints=[[size, size]])
+    return build_lvlm(tower, llm, out / "lvlm_untrained", template="mistral", pinpoints=[[size, size]], force=True)
 
 
 # audits --------------------------------------------------------------------------------------
@@ -245,8 +245,8 @@ def annotate_task(world: shapes.World, model: str, out: Path, mode: str, cfg: De
 
 def mmbt(world: shapes.World, runs: list[Path], models_dir: Path, out: Path, cfg: DemoConfig) -> dict[str, Any]:
     """MMBT on human labels against each annotator's labels, tested on the same human test split."""
-    from annotaudit.classifiers.compare import compare
     from annotaudit.annotate.tasks import get_task
+    from annotaudit.classifiers.compare import compare
     from annotaudit.classifiers.data import load_splits
     from annotaudit.classifiers.train import ClassifierTrainConfig
     from annotaudit.testing.tiny_models import tiny_bert, tiny_resnet
