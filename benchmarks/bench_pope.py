@@ -25,7 +25,7 @@ os.environ.setdefault("ANNOTAUDIT_NO_PROGRESS", "1")
 from PIL import Image  # noqa: E402
 
 from annotaudit.audit.pope import read_questions  # noqa: E402
-from annotaudit.audit.pope_build import build, write_questions  # noqa: E402
+from annotaudit.audit.pope_build import build_question_sets, write_questions  # noqa: E402
 from annotaudit.audit.pope_run import prompt_for, run_pope  # noqa: E402
 from annotaudit.models import GenerationConfig, Request, load_model  # noqa: E402
 
@@ -41,7 +41,7 @@ def tiny_dataset(root: Path, n_images: int) -> tuple[Path, Path]:
         Image.new("RGB", (64, 48), tuple(rng.randrange(256) for _ in range(3))).save(img_dir / f"COCO_val2014_{i:012d}.jpg")
         objects[i] = sorted(rng.sample(names, 5))
     questions = root / "pope_random.json"
-    write_questions(questions, build(objects, ["random"], n_images=n_images)["random"])
+    write_questions(questions, build_question_sets(objects, ["random"], n_images=n_images)["random"])
     return questions, img_dir
 
 

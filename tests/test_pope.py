@@ -24,7 +24,7 @@ from annotaudit.audit.pope import (
     read_questions,
     score_answers,
 )
-from annotaudit.audit.pope_build import build, frequency, negatives, objects_from_coco, objects_from_json, ranking_from_table
+from annotaudit.audit.pope_build import build_question_sets, frequency, negatives, objects_from_coco, objects_from_json, ranking_from_table
 from annotaudit.audit.pope_run import best_threshold, run_pope, score_pope
 from annotaudit.cli.audit_pope import app
 from annotaudit.core.errors import InputError
@@ -242,7 +242,7 @@ def test_builder_guarantees_and_rankings_on_shared_objects():
     truth = {k: set(v) for k, v in objects_from_json(REF / "coco_pope_500_objects.json").items()}
     freq = json.loads((REF / "coco_ground_truth_objects.json").read_text())
     co = json.loads((REF / "coco_co_occur.json").read_text())
-    sets = build(objects_from_json(REF / "coco_pope_500_objects.json"), list(SETTINGS), seed=3, frequency_table=freq, co_occur_table=co)
+    sets = build_question_sets(objects_from_json(REF / "coco_pope_500_objects.json"), list(SETTINGS), seed=3, frequency_table=freq, co_occur_table=co)
     assert all(len(s) == 3000 for s in sets.values())
     _check_guarantees(sets, truth)
     ranking = ranking_from_table(freq)
@@ -257,8 +257,8 @@ def test_builder_guarantees_and_rankings_on_shared_objects():
             if ranked:
                 assert neg == ranked[0], image
             chosen.append(neg)
-    again = build(objects_from_json(REF / "coco_pope_500_objects.json"), ["random"], seed=3)
-    assert again["random"] == build(objects_from_json(REF / "coco_pope_500_objects.json"), ["random"], seed=3)["random"]
+    again = build_question_sets(objects_from_json(REF / "coco_pope_500_objects.json"), ["random"], seed=3)
+    assert again["random"] == build_question_sets(objects_from_json(REF / "coco_pope_500_objects.json"), ["random"], seed=3)["random"]
 
 
 @needs_ref
@@ -331,7 +331,7 @@ def _dataset(tmp_path, n_images=3):
         Image.new("RGB", (40, 40), (rng.randrange(256), rng.randrange(256), rng.randrange(256))).save(img_dir / f"COCO_val2014_{i:012d}.jpg")
         truth[str(i)] = rng.sample(objs, 4)
     (tmp_path / "objects.json").write_text(json.dumps(truth))
-    sets = build(objects_from_json(tmp_path / "objects.json"), list(SETTINGS), n_images=n_images, per_image=2)
+    sets = build_question_sets(objects_from_json(tmp_path / "objects.json"), list(SETTINGS), n_images=n_images, per_image=2)
     qdir = tmp_path / "questions"
     qdir.mkdir()
     for s, qs in sets.items():

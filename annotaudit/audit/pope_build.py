@@ -118,7 +118,7 @@ def negatives(setting: str, truth: set[str], positives: list[str], vocabulary: l
 
 # Building --------------------------------------------------------------------------------------
 
-def build(
+def build_question_sets(
     objects: Objects,
     settings: list[str],
     n_images: int = 500,
@@ -227,7 +227,7 @@ def build_question_files(
         objs, files = objects_from_json(objects), None
     else:
         objs, files = objects_from_coco(list(annotations or []), list(captions or []) or None)
-    sets = build(
+    sets = build_question_sets(
         objs, settings, n_images=images, per_image=per_image, min_objects=min_objects, seed=seed, language=language,
         file_names=files, image_pattern=image_pattern,
         frequency_table=_table(frequency, dict, 'a frequency table {"object": count}'),

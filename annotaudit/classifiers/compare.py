@@ -31,7 +31,7 @@ def _slug(name: str, taken: set[str]) -> str:
     return slug
 
 
-def summarize(values: list[float]) -> dict[str, Any]:
+def mean_std(values: list[float]) -> dict[str, Any]:
     """Mean and sample standard deviation over seeds (std 0 for a single seed)."""
     arr = np.array(values, dtype=float)
     std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
@@ -63,7 +63,7 @@ def compare(task: Task, splits: tuple[list[Example], list[Example], list[Example
                                              force=force, extra_config={"labels": name, "noanswer": noanswer}))
         metric_names = [m for m in ("auroc", "accuracy", "micro_f1", "macro_f1") if m in per_seed[0]]
         results[name] = {"dir": slug, "n_train": len(examples), **({"label_counts": counts} if counts else {}),
-                         **{m: summarize([r[m] for r in per_seed]) for m in metric_names}}
+                         **{m: mean_std([r[m] for r in per_seed]) for m in metric_names}}
     human = {ex.id: ex.target for ex in train + dev + test}
     quality = {llm.name: label_quality(task, human, llm) for llm in llms}
     metrics = {"task": task.name, "primary": task.primary, "metrics": list(task.metrics), "seeds": seed_list, "results": results, "label_quality": quality}

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .options import FORCE, MODEL, RUN_FOLDER, STRICT
+
 app = typer.Typer(help="Label a dataset zero-shot with an LLM or a VLM and measure it against human labels.", no_args_is_help=True)
 
 
@@ -15,11 +17,11 @@ def _languages(value: str | None) -> list[str] | None:
 
 
 @app.command("run")
-def run(
+def annotate_run_command(
     task: str = typer.Option(..., help="hateful_memes, mmimdb, mmimdb_genres, xnli, or a .yaml/.toml task file."),
     data: Path = typer.Option(..., help="Dataset folder (Hateful Memes, MM-IMDB), NLI .tsv, or your .jsonl/.csv."),
-    model: str = typer.Option(..., help="Registered model name, hf:<id or path>, or a local checkpoint."),
-    out: Path = typer.Option(..., help="Run directory: records.jsonl, metrics.json, problems.jsonl, run.json, report.md/html."),
+    model: str = MODEL,
+    out: Path = RUN_FOLDER,
     split: str = typer.Option(None, help="Split (Hateful Memes: test_unseen by default; MM-IMDB: dev)."),
     languages: str = typer.Option(None, help="NLI languages, comma-separated (default en)."),
     limit: int = typer.Option(None, help="Only the first N items."),
@@ -32,8 +34,8 @@ def run(
     top_p: float = typer.Option(0.9, help="Nucleus sampling mass (the study: 0.9)."),
     greedy: bool = typer.Option(False, help="Greedy decoding instead of sampling."),
     judge: str = typer.Option(None, help="A model that reads unanswered replies and picks a label (marked judged)."),
-    force: bool = typer.Option(False, help="Discard an old run in OUT made with another configuration or other input files."),
-    strict: bool = typer.Option(False, help="Stop at the first bad record instead of skipping it."),
+    force: bool = FORCE,
+    strict: bool = STRICT,
 ) -> None:
     """Annotate a dataset; rerun the same command to resume after a crash.
 
@@ -67,7 +69,7 @@ def _f(x: float | None) -> str:
 
 
 @app.command("score")
-def score(run_dir: Path = typer.Argument(..., help="A finished `annotate run` folder.")) -> None:
+def annotate_score_command(run_dir: Path = typer.Argument(..., help="A finished `annotate run` folder.")) -> None:
     """Score a finished run again from its records.jsonl, without the model (metrics.json and the report are rewritten).
 
     Example: annotate score runs/hm-vicuna
@@ -78,7 +80,7 @@ def score(run_dir: Path = typer.Argument(..., help="A finished `annotate run` fo
 
 
 @app.command("extract")
-def extract_cmd(
+def annotate_extract_command(
     texts: list[str] = typer.Argument(..., help="Replies to read, one argument each."),
     task: str = typer.Option(..., help="Built-in task name or a task file."),
 ) -> None:
@@ -96,7 +98,7 @@ def extract_cmd(
 
 
 @app.command("report")
-def report(
+def annotate_report_command(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories written by `annotate run` (run.json and records.jsonl)."),
     out: Path = typer.Option(..., help="Where report.md and report.html go."),
     title: str = typer.Option("Zero-shot annotation", help="Report title."),
@@ -112,7 +114,7 @@ def report(
 
 
 @app.command("tasks")
-def tasks() -> None:
+def annotate_tasks_command() -> None:
     """List the built-in tasks with their labels and prompts.
 
     Example: annotate tasks

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from .options import FORCE, MODEL, RUN_FOLDER, STRICT
+
 app = typer.Typer(help="CHAIR: how many objects in a caption are not in the image.", no_args_is_help=True)
 
 LANGUAGE = typer.Option("en", "--language", help="Language of the captions: en or it.")
@@ -28,7 +30,7 @@ def _print_metrics(metrics: dict) -> None:
 
 
 @app.command("build-gt")
-def build_gt(
+def chair_build_gt_command(
     instances: list[Path] = typer.Option(..., "--instances", help="COCO instances_*.json (repeatable)."),
     captions: list[Path] = typer.Option(None, "--captions", help="COCO captions_*.json whose objects join the ground truth (repeatable)."),
     out: Path = typer.Option(..., "--out", help="Ground-truth JSON to write: image id -> list of categories."),
@@ -46,7 +48,7 @@ def build_gt(
 
 
 @app.command("score")
-def score(
+def chair_score_command(
     captions: Path = typer.Option(..., "--captions", help="Captions: JSONL, JSON list or concatenated JSON of {image_id, caption}, POPE-style {question_id, text}, "
                                   "or a finished `audit chair run` folder (or its records.jsonl)."),
     out: Path = typer.Option(..., "--out", help="Folder for run.json, records.jsonl, metrics.json, problems.jsonl and the report."),
@@ -56,7 +58,7 @@ def score(
     captions_ref: list[Path] = typer.Option(None, "--captions-ref", help="COCO captions_*.json for the ground truth (repeatable)."),
     image_map: Path = typer.Option(None, "--image-map", help="For POPE-style captions: question file or JSON {question_id: image}."),
     language: str = typer.Option(None, "--language", help="Language of the captions: en or it (default: the run's language, else en)."),
-    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad line instead of reporting and skipping it."),
+    strict: bool = STRICT,
     fix_quirks: bool = FIX,
 ) -> None:
     """Score captions with CHAIR_s, CHAIR_i, recall and mean length.
@@ -76,10 +78,10 @@ def score(
 
 
 @app.command("run")
-def run(
-    model: str = typer.Option(..., "--model", help="A registered VLM name or hf:<path>."),
+def chair_run_command(
+    model: str = MODEL,
     images: Path = typer.Option(..., "--images", help="Folder of COCO images (file names end in the image id)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: run.json, records.jsonl, metrics.json, report (resumes when it already holds this run)."),
+    out: Path = RUN_FOLDER,
     image_ids: Path = typer.Option(None, "--image-ids", help="File of image ids or file names, one a line."),
     sample: int = typer.Option(None, "--sample", help="Or caption N images drawn at random (with --seed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample and of generation."),
@@ -92,7 +94,7 @@ def run(
     captions_ref: list[Path] = typer.Option(None, "--captions-ref", help="COCO captions_*.json for the ground truth."),
     language: str = LANGUAGE,
     fix_quirks: bool = FIX,
-    force: bool = typer.Option(False, "--force", help="Discard an earlier run with another configuration in --out."),
+    force: bool = FORCE,
 ) -> None:
     """Caption images with a VLM under each prompt, then score CHAIR per prompt.
 
@@ -109,7 +111,7 @@ def run(
 
 
 @app.command("objects")
-def objects(text: str = typer.Argument(..., help="A caption."), language: str = LANGUAGE, fix_quirks: bool = FIX) -> None:
+def chair_objects_command(text: str = typer.Argument(..., help="A caption."), language: str = LANGUAGE, fix_quirks: bool = FIX) -> None:
     """Show which COCO objects CHAIR finds in a caption.
 
     Example: audit chair objects "Un orsacchiotto accanto a un idrante." --language it

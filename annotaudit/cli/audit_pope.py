@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .options import FORCE, MODEL, RUN_FOLDER
+
 app = typer.Typer(help="POPE: poll a VLM about objects that are and are not in the image.", no_args_is_help=True)
 
 _METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
@@ -25,7 +27,7 @@ def _print_table(title: str, rows: dict[str, dict]) -> None:
 
 
 @app.command("build")
-def build(
+def pope_build_command(
     out: Path = typer.Option(..., "--out", help="Question file; with --setting all, OUT's stem + _<setting> for each."),
     annotations: list[Path] = typer.Option(None, "--annotations", help="COCO instances_*.json (repeatable)."),
     captions: list[Path] = typer.Option(None, "--captions", help="COCO captions_*.json: add the captions' objects, CHAIR's way."),
@@ -57,11 +59,11 @@ def build(
 
 
 @app.command("run")
-def run(
+def pope_run_command(
     questions: Path = typer.Option(..., "--questions", help="A POPE question file; with --setting all, a folder with *_<setting>.json or one of them."),
     images: Path = typer.Option(..., "--images", help="Folder of the images the questions name."),
-    model: str = typer.Option(..., "--model", help="Registry name, hf:<id or path>, or a local model folder."),
-    out: Path = typer.Option(..., "--out", help="Run folder: run.json, records.jsonl, metrics.json, report.md/html."),
+    model: str = MODEL,
+    out: Path = RUN_FOLDER,
     setting: str = typer.Option(None, help="random, popular, adversarial, or all (one combined table)."),
     mode: str = typer.Option("generate", help="generate (greedy, POPE's protocol) or score (log P(yes) vs log P(no))."),
     prompt_variant: str = typer.Option("1", help="Template 1-4, or all for mean ± std across the four."),
@@ -70,7 +72,7 @@ def run(
     max_new_tokens: int = typer.Option(32, help="Generate mode: answer length cap."),
     calibration: float = typer.Option(0.2, help="Score mode: share of images held out to fit the threshold."),
     seed: int = typer.Option(0, help="Seed of the held-out split."),
-    force: bool = typer.Option(False, help="Discard an old run with another configuration in OUT."),
+    force: bool = FORCE,
 ) -> None:
     """Ask a vision-language model every POPE question; resumes where a killed run stopped.
 
@@ -87,14 +89,14 @@ def run(
 
 
 @app.command("score")
-def score(
+def pope_score_command(
     run: Path = typer.Option(None, "--run", help="A finished `audit pope run` folder: score its records.jsonl again, no model."),
     questions: Path = typer.Option(None, "--questions", help="The POPE question file (labels), with --answers."),
     answers: Path = typer.Option(None, "--answers", help="JSONL answers carrying 'answer' or 'text'."),
     parser: str = typer.Option("pope", help="pope (POPE's evaluate.py), strict or vlmevalkit."),
     language: str = typer.Option(None, help="en or it (Italian adds Sì/Non); default en, or the run's."),
     out: Path = typer.Option(None, "--out", help="Run folder to write: run.json, records.jsonl, metrics.json, report.md/html."),
-    force: bool = typer.Option(False, help="Discard an old result with another configuration in OUT."),
+    force: bool = FORCE,
 ) -> None:
     """Score answers against POPE labels (POPE's way by default), or score a finished run again.
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from .options import FORCE
+
 app = typer.Typer(help="Train MMBT on human labels and on LLM labels, and compare.", no_args_is_help=True)
 
 TASK_HELP = "hateful_memes, mmimdb (drama/comedy as two labels), mmimdb_genres (23 genres), xnli, or a .yaml/.toml task file."
@@ -46,11 +48,10 @@ MAX_LENGTH = typer.Option(128, help="Longest input in tokens, image tokens inclu
 SPLITS = typer.Option(None, help="train,dev,test split names (default the task's: Hateful Memes train,dev_seen,test_unseen; others train,dev,test).")
 LANGUAGES = typer.Option("en", help="XNLI languages, comma-separated.")
 CPU = typer.Option(False, help="Train on the CPU even when a GPU is present.")
-FORCE = typer.Option(False, help="Discard an old run in OUT that has another configuration.")
 
 
 @app.command("train")
-def train(
+def classify_train_command(
     task: str = typer.Option(..., help=TASK_HELP),
     data: Path = typer.Option(..., help=DATA_HELP),
     labels: str = typer.Option("human", help="'human', or an annotate run dir whose records.jsonl gives the training labels."),
@@ -75,7 +76,7 @@ def train(
 
 
 @app.command("compare")
-def compare(
+def classify_compare_command(
     task: str = typer.Option(..., help=TASK_HELP),
     data: Path = typer.Option(..., help=DATA_HELP),
     runs: list[str] = typer.Option(..., help="Annotate run dirs; repeat --runs, or separate with commas."),
@@ -105,7 +106,7 @@ def compare(
 
 
 @app.command("predict")
-def predict(
+def classify_predict_command(
     model: Path = typer.Option(..., help="A `classify train` output dir, or its model/ folder."),
     data: Path = typer.Option(..., help="A .jsonl/.csv of {id, text, [image]}, or a dataset with --task (and --split)."),
     out: Path = typer.Option(..., help="Output dir: records.jsonl (prediction, scores: each class's probability), metrics.json, run.json."),

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 
-def demo(out: Path = typer.Option(Path("demo-out"), "--out", help="Where the demo writes its results and report."), quick: bool = typer.Option(False, help="A shorter run, for CI.")) -> None:
+def demo_command(out: Path = typer.Option(Path("demo-out"), "--out", help="Where the demo writes its results and report."), quick: bool = typer.Option(False, help="A shorter run, for CI.")) -> None:
     """Run the embedded end-to-end demo.
 
     Example: annotaudit demo --out demo-out

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import typer
 
+from .options import FORCE, MODEL, RUN_FOLDER
+
 app = typer.Typer(help="Build, train and evaluate LLaVA-NeXT vision-language models from any causal LLM.", no_args_is_help=True)
 
 
 @app.command("build")
-def build(
+def lvlm_build_command(
     vision: str = typer.Option(..., "--vision", help="CLIP vision tower: local path or hub id."),
     llm: str = typer.Option(..., "--llm", help="Causal LLM: local path or hub id."),
     out: Path = typer.Option(..., "--out", help="Where to write the LLaVA-NeXT checkpoint."),
@@ -30,7 +32,7 @@ def build(
 
 
 @app.command("train")
-def train(
+def lvlm_train_command(
     model: Path = typer.Option(..., "--model", help="An LVLM from `lvlm build` or an earlier stage."),
     data: Path = typer.Option(..., "--data", help="LLaVA conversation JSON (or JSONL)."),
     images: Path = typer.Option(None, "--images", help="Folder the 'image' fields are relative to."),
@@ -51,7 +53,7 @@ def train(
     num_workers: int = typer.Option(0, help="Processes preparing batches while the model trains (results do not change)."),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="Batch samples of similar length (less padding)."),
     cache_images: bool = typer.Option(False, "--cache-images", help="Keep each image's tensors in memory after first use (small image sets, several epochs)."),
-    force: bool = typer.Option(False, help="Discard an earlier run in --out made with other settings."),
+    force: bool = FORCE,
 ) -> None:
     """Train one stage; rerun the same command to resume. Works under `accelerate launch`.
 
@@ -69,18 +71,18 @@ def train(
 
 
 @app.command("eval")
-def evaluate(
-    model: str = typer.Option(..., "--model", help="LVLM path or registry name."),
+def lvlm_eval_command(
+    model: str = MODEL,
     task: str = typer.Option(..., "--task", help="gqa-it, mtvqa-it, exams-v-it, or a JSON/JSONL file of {id, image, question, answer}."),
     images: Path = typer.Option(None, "--images", help="Folder the images are relative to."),
-    out: Path = typer.Option(..., "--out", help="Run folder: run.json, records.jsonl, metrics.json, report.md/html."),
+    out: Path = RUN_FOLDER,
     data: Path = typer.Option(None, "--data", help="The local question file of a named task."),
     formatting: str = typer.Option("all", help="all, or some of post, pre-swap, post-swap, pre (comma-separated)."),
     batch_size: int = typer.Option(8, help="Prompts per batch (a question's formattings always go together)."),
     max_new_tokens: int = typer.Option(16),
     limit: int = typer.Option(None, help="Only the first N questions."),
     device: str = typer.Option(None, help="cuda, mps or cpu (default: the best there is)."),
-    force: bool = typer.Option(False, help="Discard an earlier run in --out made with other settings."),
+    force: bool = FORCE,
 ) -> None:
     """Greedy VQA under the four Italian formattings: exact and approximate match, mean, std, worst.
 
@@ -95,7 +97,7 @@ def evaluate(
 
 
 @app.command("score")
-def score(run: Path = typer.Option(..., "--run", help="A finished `lvlm eval` run folder.")) -> None:
+def lvlm_score_command(run: Path = typer.Option(..., "--run", help="A finished `lvlm eval` run folder.")) -> None:
     """Score a finished evaluation again from its records.jsonl, without the model (rewrites metrics.json and the report).
 
     Example: annotaudit lvlm score --run eval-gqa

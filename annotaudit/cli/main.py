@@ -23,7 +23,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(lvlm.app, name="lvlm")
 app.add_typer(classify.app, name="classify")
 app.add_typer(models.app, name="models")
-app.command("demo")(demo.demo)
+app.command("demo")(demo.demo_command)
 
 USER_ERRORS = (InputError, ConfigMismatch, UnknownModel, FileNotFoundError)
 

@@ -12,7 +12,7 @@ app = typer.Typer(help="List the models annotaudit knows.\n\nExample: annotaudit
 
 
 @app.command("list")
-def list_models(backend: str = typer.Option(None, help="Only models of this backend, e.g. causal, llava_next.")) -> None:
+def models_list_command(backend: str = typer.Option(None, help="Only models of this backend, e.g. causal, llava_next.")) -> None:
     """Every registered model with its backend, checkpoint and where it came from.
 
     Example: annotaudit models list --backend instructblip

@@ -199,12 +199,12 @@ def build_models(world: shapes.World, out: Path, cfg: DemoConfig) -> Path:
 
 def build_pope(world: shapes.World, out: Path, cfg: DemoConfig) -> dict[str, Path]:
     """POPE question sets for the held-out pictures, all three settings, per language (folder per language)."""
-    from annotaudit.audit.pope_build import build, objects_from_coco, write_questions
+    from annotaudit.audit.pope_build import build_question_sets, objects_from_coco, write_questions
 
     objects, files = objects_from_coco([world.instances["val"]])
     folders = {}
     for lang in LANGS:
-        sets = build(objects, list(SETTINGS), n_images=cfg.pope_images, seed=cfg.seed, language=lang, file_names=files)
+        sets = build_question_sets(objects, list(SETTINGS), n_images=cfg.pope_images, seed=cfg.seed, language=lang, file_names=files)
         folders[lang] = out / f"pope_questions_{lang}"
         for setting, qs in sets.items():
             write_questions(folders[lang] / f"shapes_pope_{setting}.json", qs)
@@ -313,7 +313,7 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None) -
     _step("7/7 MMBT on human labels against LLM labels")
     classify = mmbt(world, runs, out / "models", out / "classify", cfg)
     lap("mmbt")
-    summary = summarize(before, after, annotations, classify)
+    summary = flat_summary(before, after, annotations, classify)
     summary["seconds"] = times
     write_json(out / "summary.json", summary)
     report(summary, world, before, after, annotations, classify, cfg).write(out)
@@ -334,7 +334,7 @@ def _f(v: Any) -> float:
     return float(v) if isinstance(v, int | float) else float("nan")
 
 
-def summarize(before: dict, after: dict, annotations: dict, classify: dict) -> dict[str, Any]:
+def flat_summary(before: dict, after: dict, annotations: dict, classify: dict) -> dict[str, Any]:
     """Flat keys: pope.<when>.<lang>.<setting>.<metric>, chair.<when>.<lang>.<metric>, annotate.<who>.<metric>, mmbt.<arm>.<metric>."""
     flat: dict[str, Any] = {}
     for when, res in (("before", before), ("after", after)):

@@ -152,7 +152,7 @@ def answer_scores(answer: str, target: Any) -> dict[str, bool]:
     return {"exact": exact_match(answer, target), "approx": approx_match(answer, target)}
 
 
-def summarize(records: list[dict[str, Any]], formattings: list[str]) -> dict[str, Any]:
+def summarize_formattings(records: list[dict[str, Any]], formattings: list[str]) -> dict[str, Any]:
     """Per formatting exact and approximate accuracy; mean and std of exact; the worst one rescored."""
     per: dict[str, dict[str, float]] = {}
     for f in formattings:
@@ -175,7 +175,7 @@ def summarize(records: list[dict[str, Any]], formattings: list[str]) -> dict[str
 def _metric(config: dict[str, Any]):
     def metric(records: list[dict[str, Any]]) -> dict[str, Any]:
         n_questions = len({r["meta"]["question_id"] for r in records})
-        return {**summarize(records, config["formattings"]), "task": config["task"], "model": config["model"], "n_questions": n_questions}
+        return {**summarize_formattings(records, config["formattings"]), "task": config["task"], "model": config["model"], "n_questions": n_questions}
 
     return metric
 

@@ -32,7 +32,7 @@ def format_prompt(question: str, formatting: str, closed: bool) -> str:
     return instruction + sep + question if where == "before" else question + sep + instruction
 
 
-def normalize(text: str) -> str:
+def match_key(text: str) -> str:
     """Lowercase and drop all whitespace, as the paper's exact match does."""
     return re.sub(r"\s+", "", text.lower())
 
@@ -42,9 +42,9 @@ def _labels(label: str | list[str]) -> list[str]:
 
 
 def exact_match(output: str, label: str | list[str]) -> bool:
-    return any(normalize(output) == normalize(v) for v in _labels(label))
+    return any(match_key(output) == match_key(v) for v in _labels(label))
 
 
 def approx_match(output: str, label: str | list[str]) -> bool:
     """The label appears anywhere in the output (after the same normalisation)."""
-    return any(normalize(v) and normalize(v) in normalize(output) for v in _labels(label))
+    return any(match_key(v) and match_key(v) in match_key(output) for v in _labels(label))
