@@ -77,9 +77,7 @@ THEMES: dict[str, tuple[list[str], tuple[int, int, int], float]] = {
 OFF_THEME_WEIGHT = 0.06
 # Presence questions about absent objects favour rare ones (weight 1 / train frequency ** NEGATIVE_SKEW), so a
 # frequent object is more often a "yes" in training, the language prior that POPE's popular setting probes.
-# Measured after training with shuffled (not length-grouped) stage 2 batches, POPE F1 en / it: skew 0 gave random
-# 0.94 / 0.90 and popular 0.94 / 0.94; skew 1 gave random 0.94 / 0.95, popular 0.90 / 0.94, adversarial 0.90 / 0.94;
-# skew 2 gave random 0.94 / 0.93, popular 0.93 / 0.92. The demo's current figures are in docs/demo.md.
+# docs/demo.md gives the figures each skew gave.
 NEGATIVE_SKEW = 1.0
 
 NUM_EN = {1: "a", 2: "two", 3: "three", 4: "four"}
@@ -380,7 +378,7 @@ def conversations(rng: random.Random, scene: Scene, lang: str, image: str, negat
     not, drawn by `negative_weights`) with short answers; the second asks for a description and one colour, count or statement
     question, in random order. Presence gets a conversation of its own because a small LLM trained
     from scratch otherwise learns the language of the answers long before it learns to look at the
-    picture (measured: POPE F1 stayed near chance with two long presence answers among other turns)."""
+    picture (docs/demo.md)."""
     present = scene.categories()
     absent = [n for n in NAMES if n not in present]
     presence = [(presence_question(c, lang), presence_answer(True, lang)) for c in rng.sample(present, min(3, len(present)))]
