@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import Problems, iter_jsonl, write_jsonl
-from annotaudit.core.runner import PROBLEMS, RECORDS, Sample, make_record, read_run_records, run_config, run_samples, score_records
+from annotaudit.core.io import Problems, write_jsonl
+from annotaudit.core.runner import RECORDS, Sample, make_record, rescore_run, run_config, run_samples
 from annotaudit.core.runs import console, fingerprint, progress
 
 from . import metrics
@@ -215,6 +215,4 @@ def judge(out: str | Path, records: list[dict[str, Any]], task: Task, judge_name
 def recompute(out: str | Path) -> dict[str, Any]:
     """Metrics and report of a finished run folder from its records and its recorded task, without the model."""
     task = get_task(run_config(out)["task"])
-    problems = Path(out) / PROBLEMS
-    skipped = sum(1 for _ in iter_jsonl(problems)) if problems.is_file() else None
-    return score_records(out, read_run_records(out), lambda records: metrics.compute(records, task), _report(task), problems=skipped)
+    return rescore_run(out, lambda records: metrics.compute(records, task), _report(task))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
-from .io import JsonlLog, Problems, read_json, write_json, write_jsonl
+from .io import JsonlLog, Problems, iter_jsonl, read_json, write_json, write_jsonl
 from .runs import MANIFEST, RunDir, check_config, console, progress
 
 RECORDS, METRICS, PROBLEMS, SHARDS = "records.jsonl", "metrics.json", "problems.jsonl", "shards"
@@ -216,6 +216,13 @@ def score_records(out: str | Path, records: list[dict[str, Any]], metric: Metric
     if report is not None:
         report(records, result, out)
     return result
+
+
+def rescore_run(run_dir: str | Path, metric: Metric, report: ReportFn | None = None) -> dict[str, Any]:
+    """Score a finished run folder again from its records, without the model; metrics.json and the report are rewritten."""
+    problems = Path(run_dir) / PROBLEMS
+    count = sum(1 for _ in iter_jsonl(problems)) if problems.is_file() else None
+    return score_records(run_dir, read_run_records(run_dir), metric, report, problems=count)
 
 
 def read_run_records(run_dir: str | Path) -> list[dict[str, Any]]:

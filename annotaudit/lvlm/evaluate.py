@@ -16,9 +16,9 @@ from typing import Any
 from PIL import Image
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import iter_jsonl, read_records, safe_path
+from annotaudit.core.io import read_records, safe_path
 from annotaudit.core.report import Report
-from annotaudit.core.runner import PROBLEMS, Sample, make_record, read_run_records, run_config, run_samples, score_records
+from annotaudit.core.runner import Sample, make_record, rescore_run, run_config, run_samples
 from annotaudit.core.runs import fingerprint
 
 from .formatting import approx_match, exact_match, format_prompt, parse_formattings
@@ -236,9 +236,7 @@ def rescore_eval(run_dir: str | Path) -> dict[str, Any]:
     config = run_config(run_dir)
     if "formattings" not in config:
         raise InputError("not an lvlm eval run folder (its configuration has no formattings)", path=run_dir)
-    problems = Path(run_dir) / PROBLEMS
-    count = sum(1 for _ in iter_jsonl(problems)) if problems.is_file() else None
-    return score_records(run_dir, read_run_records(run_dir), _metric(config), _report_fn(config), problems=count)
+    return rescore_run(run_dir, _metric(config), _report_fn(config))
 
 
 def _report(scores: dict[str, Any], records: list[dict[str, Any]], task: str, model: Any) -> Report:
