@@ -224,6 +224,9 @@ def get_parser(name: str):
 
 # Metrics ---------------------------------------------------------------------------------------
 
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "yes_ratio")  # the rates `metrics` gives, in table order
+
+
 def metrics(labels: list[str], predictions: list[str]) -> dict[str, Any]:
     """Accuracy, precision, recall, F1 (positive class yes) and yes-ratio as fractions, with counts.
 

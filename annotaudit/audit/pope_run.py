@@ -15,13 +15,13 @@ from typing import Any
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import safe_path, write_jsonl
-from annotaudit.core.runner import METRICS as METRICS_FILE
-from annotaudit.core.runner import RECORDS, REPORT_FILES, Sample, make_record, read_run_records, run_config, run_samples, score_records
+from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, Sample, make_record, read_run_records, run_config, run_samples, score_records
 from annotaudit.core.runs import RunDir, fingerprint
 
 from .pope import (
     CANDIDATES,
     LANGUAGES,
+    METRIC_NAMES,
     PARSERS,
     SETTINGS,
     TEMPLATES,
@@ -34,7 +34,6 @@ from .pope import (
     read_questions,
 )
 
-METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 MODES = ("generate", "score")
 
 
@@ -209,7 +208,7 @@ def pope_metrics(records: list[dict[str, Any]], mode: str = "generate", language
 
 def summarise(results: dict[tuple[str, int], dict[str, Any]], settings: list[str], templates: list[int]) -> dict[str, Any]:
     """Per setting: each metric's value, or its mean and std across templates."""
-    keys = METRICS + ("auroc", "yes_bias")
+    keys = METRIC_NAMES + ("auroc", "yes_bias")
     out: dict[str, Any] = {}
     for s in settings:
         cells = [results[(s, t)] for t in templates if (s, t) in results]
@@ -364,7 +363,7 @@ def score_pope(
         if changed:
             raise InputError(f"re-scoring in place keeps the run's parser ({source.get('parser', 'pope')}); write to another folder", path=run)
         return score_records(out, records, metric, write_pope_report)
-    rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS_FILE, *REPORT_FILES])
+    rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, *REPORT_FILES])
     write_jsonl(out / RECORDS, records)
     result = score_records(out, records, metric, write_pope_report)
     rundir.finish(items=len(records))
@@ -395,7 +394,7 @@ def write_pope_report(records: list[dict[str, Any]], result: dict[str, Any], out
                 + (" Values are mean ± std across templates." if len(templates) > 1 else ""))
     rows = []
     for s in settings:
-        row = {"setting": s, **{k: _pct(summary[s], k) for k in METRICS}}
+        row = {"setting": s, **{k: _pct(summary[s], k) for k in METRIC_NAMES}}
         if mode == "score":
             row["AUROC"] = _pct(summary[s], "auroc")
             row["yes-bias"] = _pct(summary[s], "yes_bias")
@@ -407,6 +406,6 @@ def write_pope_report(records: list[dict[str, Any]], result: dict[str, Any], out
         report.table([{"setting": s, "threshold": round(summary[s]["threshold"], 4), **{f"{p} {k}": _pct(summary[s], f"{p}_{k}") for p in ("raw", "calibrated") for k in ("accuracy", "f1", "yes_ratio")}} for s in settings if "threshold" in summary[s]])
     if len(templates) > 1:
         report.heading("Per template")
-        report.table([{"setting": s, "template": t, **{k: _pct(m, k) for k in METRICS}} for s in settings for t, m in per_template[s].items()])
+        report.table([{"setting": s, "template": t, **{k: _pct(m, k) for k in METRIC_NAMES}} for s in settings for t, m in per_template[s].items()])
     report.bar_chart({s: {k: summary[s][k] for k in ("accuracy", "f1", "yes_ratio")} for s in settings}, title=f"POPE {name}")
     report.write(out)

@@ -9,20 +9,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from annotaudit.audit.pope import METRIC_NAMES
+
 from .options import FORCE, MODEL, RUN_FOLDER
 
 app = typer.Typer(help="POPE: poll a VLM about objects that are and are not in the image.", no_args_is_help=True)
-
-_METRICS = ("accuracy", "precision", "recall", "f1", "yes_ratio")
 
 
 def _print_table(title: str, rows: dict[str, dict]) -> None:
     table = Table(title=title)
     table.add_column("setting")
-    for k in _METRICS:
+    for k in METRIC_NAMES:
         table.add_column(k, justify="right")
     for name, m in rows.items():
-        table.add_row(name, *(f"{100 * m[k]:.2f}" for k in _METRICS))
+        table.add_row(name, *(f"{100 * m[k]:.2f}" for k in METRIC_NAMES))
     Console().print(table)
 
 

@@ -2,7 +2,7 @@
 stage 2 (finetune) the projector and the LLM, optionally the vision tower (own lr) or LoRA adapters.
 
 Works as is under `accelerate launch` (CPU processes with gloo, GPUs, DeepSpeed ZeRO-3 through
-lvlm/configs/). Every checkpoint is a stock-loadable model; the newest also holds the optimizer,
+annotaudit/lvlm/configs/). Every checkpoint is a stock-loadable model; the newest also holds the optimizer,
 scheduler and RNG state, and a rerun with the same --out resumes from it.
 """
 
