@@ -366,3 +366,17 @@ def test_run_records_follow_the_schema_rescore_without_the_model_and_edited_inpu
     ids.write_text("139\n285\n")
     with pytest.raises(ConfigMismatch, match="ground_truth_fingerprint"):
         chair({**truth, 285: {"cat", "bed"}})
+
+
+def test_scores_of_other_captions_are_not_overwritten_unless_forced(tmp_path, gt):
+    from annotaudit.audit.chair import score_caption_file
+
+    first, second, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "out"
+    first.write_text('{"image_id": 1, "caption": "A dog."}\n')
+    second.write_text('{"image_id": 1, "caption": "A cat."}\n')
+    score_caption_file(first, out, ground_truth=gt)
+    with pytest.raises(ConfigMismatch, match="captions"):
+        score_caption_file(second, out, ground_truth=gt)
+    assert json.loads((out / "records.jsonl").read_text())["raw"] == "A dog."
+    score_caption_file(second, out, ground_truth=gt, force=True)
+    assert json.loads((out / "records.jsonl").read_text())["raw"] == "A cat."

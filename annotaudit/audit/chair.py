@@ -424,13 +424,14 @@ SCORE_OUTPUTS = (RECORDS, METRICS, PROBLEMS, *REPORT_FILES)
 
 def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str | Path | None = None, instances: Iterable[str | Path] = (),
                        captions_ref: Iterable[str | Path] = (), image_map: str | Path | None = None, language: str | None = None,
-                       fix_quirks: bool = False, problems: Problems | None = None) -> dict[str, Any]:
+                       fix_quirks: bool = False, problems: Problems | None = None, force: bool = False) -> dict[str, Any]:
     """`audit chair score`: score a caption file, or a finished `audit chair run` folder, into a run folder.
 
     Writes run.json, records.jsonl, metrics.json, problems.jsonl and the report, only after every
     caption is read and scored, so a strict stop leaves earlier results alone. Without ground-truth
     options the records' own targets are the ground truth, which re-scores a run without the model;
-    `language` then defaults to the run's. Returns the metrics.
+    `language` then defaults to the run's. A folder holding scores of other inputs is refused unless `force`.
+    Returns the metrics.
     """
     captions, out = Path(captions), Path(out)
     source = captions / RECORDS if captions.is_dir() else captions
@@ -453,7 +454,7 @@ def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str 
         "captions": str(source.resolve()), "captions_fingerprint": fingerprint(source), "ground_truth": truth_source,
         "image_map": _described([image_map]) if image_map else None, "language": language, "fix_quirks": fix_quirks,
     }
-    rundir = RunDir(out, config, force=True, outputs=SCORE_OUTPUTS)
+    rundir = RunDir(out, config, force=force, outputs=SCORE_OUTPUTS)
     write_jsonl(out / RECORDS, records)
     problems.write(out / PROBLEMS)
     metrics = score_records(out, records, lambda recs: chair_metrics(recs, language, fix_quirks), chair_report_writer(f"CHAIR of {captions.name}"),

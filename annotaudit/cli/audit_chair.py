@@ -60,6 +60,7 @@ def chair_score_command(
     language: str = typer.Option(None, "--language", help="Language of the captions: en or it (default: the run's language, else en)."),
     strict: bool = STRICT,
     fix_quirks: bool = FIX,
+    force: bool = FORCE,
 ) -> None:
     """Score captions with CHAIR_s, CHAIR_i, recall and mean length.
 
@@ -71,7 +72,7 @@ def chair_score_command(
     from annotaudit.core.io import Problems
 
     problems = Problems(strict=strict)
-    metrics = score_caption_file(captions, out, ground_truth, instances or (), captions_ref or (), image_map, language, fix_quirks, problems)
+    metrics = score_caption_file(captions, out, ground_truth, instances or (), captions_ref or (), image_map, language, fix_quirks, problems, force)
     problems.show(lambda msg: typer.secho(msg, fg="yellow", err=True), out / "problems.jsonl", prefix="warning")
     _print_metrics(metrics)
     typer.echo(f"results in {out}")
