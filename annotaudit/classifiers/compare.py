@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from annotaudit.annotate.tasks import Task
+from annotaudit.core.io import write_json
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, REPORT_FILES
 from annotaudit.core.runs import RunDir, console, fingerprint
@@ -67,7 +68,7 @@ def compare(task: Task, splits: tuple[list[Example], list[Example], list[Example
     human = {ex.id: ex.target for ex in train + dev + test}
     quality = {llm.name: label_quality(task, human, llm) for llm in llms}
     metrics = {"task": task.name, "primary": task.primary, "metrics": list(task.metrics), "seeds": seed_list, "results": results, "label_quality": quality}
-    run.write_json(METRICS, metrics)
+    write_json(Path(out) / METRICS, metrics)
     build_report(task, metrics).write(out)
     run.finish(trainings=len(arms) * seeds)
     return metrics

@@ -218,7 +218,7 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
         console.print(f"resuming {out} after epoch {state['epoch']}")
     model, optimizer = accelerator.prepare(model, optimizer)
     core: MMBT = accelerator.unwrap_model(model)
-    history = run.log(HISTORY, key="epoch")
+    history = JsonlLog(run.path / HISTORY, key="epoch")
     started, seen = time.time(), 0
     for epoch in range(state["epoch"], cfg.epochs):
         if state["bad_epochs"] >= cfg.patience:

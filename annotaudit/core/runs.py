@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from .io import JsonlLog, read_json, write_json
+from .io import read_json, write_json
 
 console = Console(stderr=True)
 
@@ -114,14 +114,6 @@ class RunDir:
         self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.manifest.setdefault("sessions", [])
         write_json(manifest_path, self.manifest)
-
-    def log(self, name: str, key: str = "id") -> JsonlLog:
-        return JsonlLog(self.path / name, key=key)
-
-    def write_json(self, name: str, obj: Any) -> Path:
-        target = self.path / name
-        write_json(target, obj)
-        return target
 
     def finish(self, **extra: Any) -> None:
         """Record this session's timing and any extra facts (throughput, counts) in the manifest."""
