@@ -10,7 +10,7 @@ over the run on a CPU (a coarser measure, since the allocator keeps freed pages)
 from __future__ import annotations
 
 import argparse
-import gc as gc_module
+import gc
 import json
 import os
 import sys
@@ -55,19 +55,19 @@ class PeakRSS(threading.Thread):
             self.peak = max(self.peak, self.proc.memory_info().rss)
 
 
-def run_one(model: Path, data: Path, out: Path, batch_size: int, gc: bool, steps: int) -> dict:
-    gc_module.collect()
+def run_one(model: Path, data: Path, out: Path, batch_size: int, checkpointing: bool, steps: int) -> dict:
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     sampler = PeakRSS()
     sampler.start()
     train(model, data / "train.json", data / "images", out, "finetune", lr=1e-4, batch_size=batch_size,
-          gradient_checkpointing=gc, max_steps=steps, force=True)
+          gradient_checkpointing=checkpointing, max_steps=steps, force=True)
     sampler.stop.set()
     sampler.join()
     manifest = json.loads((out / "run.json").read_text())
     peak = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else sampler.peak - sampler.base
-    return {"batch_size": batch_size, "grad_ckpt": gc, "samples_per_s": manifest["samples_per_s"],
+    return {"batch_size": batch_size, "grad_ckpt": checkpointing, "samples_per_s": manifest["samples_per_s"],
             "tokens_per_s": manifest["tokens_per_s"], "peak_mem_mb": round(peak / 2**20, 1)}
 
 
@@ -84,8 +84,8 @@ def main() -> None:
         run_one(model, data, tmp / "warmup", 1, False, 2)  # first-call costs (allocator, lazy imports) out of the table
         rows = []
         for bs in sizes:
-            for gc in (False, True):
-                rows.append(run_one(model, data, tmp / f"run-{bs}-{gc}", bs, gc, args.steps))
+            for checkpointing in (False, True):
+                rows.append(run_one(model, data, tmp / f"run-{bs}-{checkpointing}", bs, checkpointing, args.steps))
                 print(json.dumps(rows[-1]), flush=True)
     print("\nbatch  grad_ckpt  samples/s  tokens/s  peak MB")
     for r in rows:

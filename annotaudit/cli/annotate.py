@@ -41,13 +41,12 @@ def annotate_run_command(
 
     Example: annotate run --task hateful_memes --data data/hateful_memes --model vicuna-7b-v1.5 --limit 100 --out runs/hm-vicuna
     """
-    from annotaudit.annotate.run import RunConfig
-    from annotaudit.annotate.run import run as run_annotation
+    from annotaudit.annotate.run import RunConfig, run
 
     cfg = RunConfig(task=task, data=str(data), model=model, split=split, languages=_languages(languages), limit=limit, mode=mode,
                     samples=samples, batch_size=batch_size, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
                     top_p=top_p, do_sample=not greedy, judge=judge)
-    result = run_annotation(cfg, out, force=force, strict=strict)
+    result = run(cfg, out, force=force, strict=strict)
     if result:
         _summary(result, out)
 

@@ -61,9 +61,9 @@ def lvlm_train_command(
 
     Example: annotaudit lvlm train --model minerva-llava --data blip_laion_cc_sbu_558k_it.json --images images/ --stage pretrain --out stage1 --batch-size 32
     """
-    from annotaudit.lvlm.train import train as run_train
+    from annotaudit.lvlm.train import train
 
-    path = run_train(model, data, images, out, stage, lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lora=lora,
+    path = train(model, data, images, out, stage, lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lora=lora,
                      tune_vision=tune_vision, seed=seed, vision_lr=vision_lr, gradient_checkpointing=gradient_checkpointing,
                      precision=precision, max_length=max_length, save_every=save_every, force=force,
                      num_workers=num_workers, group_by_length=group_by_length, cache_images=cache_images)
@@ -88,9 +88,9 @@ def lvlm_eval_command(
 
     Example: annotaudit lvlm eval --model stage2 --task gqa-it --data gqa-it/testdev_balanced_questions.json --images gqa/images --out eval-gqa
     """
-    from annotaudit.lvlm.evaluate import evaluate as run_eval
+    from annotaudit.lvlm.evaluate import evaluate
 
-    s = run_eval(model, task, images, out, formatting=formatting, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
+    s = evaluate(model, task, images, out, formatting=formatting, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
                  limit=limit, force=force, device=device)
     _print_scores(s)
     typer.echo(f"report: {out / 'report.html'}")
