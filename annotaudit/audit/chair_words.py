@@ -9,11 +9,12 @@ match the literature; `fix_quirks=True` corrects those quirks.
 
 from __future__ import annotations
 
-import json
 import re
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from annotaudit.core.io import read_json
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -139,7 +140,7 @@ def english_phrases() -> dict[str, str]:
 
 
 def _data(name: str) -> Any:
-    return json.loads((DATA / name).read_text(encoding="utf-8"))
+    return read_json(DATA / name)
 
 
 @cache

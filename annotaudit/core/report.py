@@ -19,6 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from .io import write_text  # noqa: E402
+
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #444}h2{margin-top:1.6em;border-bottom:1px solid #ccc}
@@ -197,7 +199,7 @@ class Report:
             (out / name).write_bytes(png)
             names.append(name)
         md = out / "report.md"
-        md.write_text(self.to_markdown(names), encoding="utf-8")
+        write_text(md, self.to_markdown(names))
         page = out / "report.html"
-        page.write_text(self.to_html(), encoding="utf-8")
+        write_text(page, self.to_html())
         return md, page

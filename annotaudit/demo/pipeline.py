@@ -9,7 +9,6 @@ Every step calls the library, not the command line, and every step's run directo
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from annotaudit.core.io import write_json
+from annotaudit.core.io import iter_jsonl, read_json, write_json
 from annotaudit.core.report import Report
 from annotaudit.core.runs import RunDir, console, progress
 from annotaudit.demo import shapes
@@ -69,10 +68,10 @@ def world_tokenizer(world: shapes.World):
 
     texts = [CORPUS]
     for lang in LANGS:
-        for rec in json.loads(world.instruct[lang].read_text(encoding="utf-8")):
+        for rec in read_json(world.instruct[lang]):
             texts += [t["value"] for t in rec["conversations"]]
-        texts += [t["value"] for rec in json.loads(world.pretrain[lang].read_text(encoding="utf-8")) for t in rec["conversations"]]
-    texts += [json.loads(line)["text"] for line in (world.memes / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+        texts += [t["value"] for rec in read_json(world.pretrain[lang]) for t in rec["conversations"]]
+    texts += [rec["text"] for _, rec in iter_jsonl(world.memes / "train.jsonl")]
     texts += [shapes.STATEMENT_PROMPT, "[INST] [/INST]"]
     return train_tokenizer(texts, vocab_size=1000)
 
@@ -161,7 +160,7 @@ def pretrain_llm(llm_dir: Path, world: shapes.World, cfg: DemoConfig) -> Path:
     model = LlamaForCausalLM.from_pretrained(llm_dir)
     ids: list[int] = []
     for files in (world.pretrain, world.instruct):
-        for rec in json.loads(files["both"].read_text(encoding="utf-8")):
+        for rec in read_json(files["both"]):
             text = " ".join(t["value"].replace("<image>", "").strip() for t in rec["conversations"])
             ids += [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
     block = 128
@@ -251,7 +250,7 @@ def mmbt(world: shapes.World, runs: list[Path], models_dir: Path, out: Path, cfg
     from annotaudit.testing.tiny_models import tiny_bert, tiny_resnet
 
     task = get_task("hateful_memes")
-    texts = [json.loads(line)["text"] for line in (world.memes / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    texts = [rec["text"] for _, rec in iter_jsonl(world.memes / "train.jsonl")]
     bert = tiny_bert(models_dir / "bert", seed=cfg.seed, corpus=texts)
     resnet = tiny_resnet(models_dir / "resnet", seed=cfg.seed, image_size=cfg.image_size)
     splits = load_splits(task, world.memes)

@@ -34,6 +34,7 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from annotaudit.audit.pope import coco_italian_names, italian_phrase, question_text
+from annotaudit.core.io import read_json, write_text
 
 # COCO id, English name and plural; Italian forms come from audit's table of COCO categories.
 CATEGORIES: list[tuple[int, str, str]] = [
@@ -426,9 +427,7 @@ def file_name(image_id: int) -> str:
 
 
 def _dump(path: Path, obj: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    return path
+    return write_text(path, json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=True) + "\n")
 
 
 def coco_categories() -> list[dict[str, Any]]:
@@ -509,7 +508,7 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
         pretrain[lang] = _dump(root / f"llava/pretrain_{lang}.json", pre)
         instruct[lang] = _dump(root / f"llava/instruct_{lang}.json", [c for s in splits["train"] for c in conversations(lrng, s, lang, file_name(s.id), negative_weights)])
     for key, files in (("pretrain", pretrain), ("instruct", instruct)):
-        both = _interleave(*(json.loads(files[lang].read_text(encoding="utf-8")) for lang in ("en", "it")))
+        both = _interleave(*(read_json(files[lang]) for lang in ("en", "it")))
         files["both"] = _dump(root / f"llava/{key}.json", both)
     memes_dir, task = _write_memes(root, scenes[n_train + n_val :], random.Random(f"{seed}-memes"), human_error)
     meta = _dump(root / "world.json", _meta(splits, freq, seed, image_size, n_memes, negative_skew))
@@ -534,9 +533,9 @@ def _write_memes(root: Path, scenes: list[Scene], rng: random.Random, human_erro
     n = len(rows)
     parts = {"train": rows[: n * 6 // 10], "dev_seen": rows[n * 6 // 10 : n * 7 // 10], "test_unseen": rows[n * 7 // 10 :]}
     for name, part in parts.items():
-        (memes / f"{name}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in part), encoding="utf-8")
+        write_text(memes / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in part))
     task = memes / "task.yaml"
-    task.write_text(TASK_YAML, encoding="utf-8")
+    write_text(task, TASK_YAML)
     return memes, task
 
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import json
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
+
+from annotaudit.core.io import read_json
 
 from .base import IMAGE_TEXT, TEXT, ModelEntry
 
@@ -128,7 +129,7 @@ _VISION_BACKENDS = {"llava": "llava", "llava_next": "llava_next", "instructblip"
 def _read_config(checkpoint: str) -> dict:
     local = Path(checkpoint) / "config.json"
     if local.is_file():
-        return json.loads(local.read_text())
+        return read_json(local)
     from transformers import AutoConfig  # a hub id: let transformers fetch (or find in cache) the config
 
     return AutoConfig.from_pretrained(checkpoint).to_dict()
