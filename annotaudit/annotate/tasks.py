@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from annotaudit.core.errors import InputError
+from annotaudit.core.io import Problems
 
 from . import readers
 
@@ -260,7 +261,7 @@ def get_task(name_or_path: str | Path) -> Task:
 
 
 def read_items(task: Task, data: str | Path, split: str | None = None, languages: list[str] | None = None,
-               strict: bool = False, problems: Any = None, check_images: bool = True) -> list[readers.Item]:
+               strict: bool = False, problems: Problems | None = None, check_images: bool = True) -> list[readers.Item]:
     """Read the task's dataset with the reader its format needs.
 
     A generic task reads one JSONL/CSV file, or with `split` either the rows of that file whose
