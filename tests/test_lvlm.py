@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from typer.testing import CliRunner
 
+from annotaudit.cli.main import app
 from annotaudit.core.errors import InputError
 from annotaudit.lvlm.build import build_lvlm
 from annotaudit.lvlm.data import IGNORE, count_image_tokens, load_conversations, mask_conversation, to_messages
@@ -368,6 +370,10 @@ def test_eval_rescores_without_the_model_and_refuses_an_edited_task(built, task,
     first = evaluate(built, str(vqa), task / "images", tmp_path / "e", max_new_tokens=2, formatting="post,pre", limit=3)
     (tmp_path / "e" / "metrics.json").unlink()
     assert rescore_eval(tmp_path / "e") == first and (tmp_path / "e" / "metrics.json").is_file()
+    (tmp_path / "e" / "metrics.json").unlink()
+    res = CliRunner().invoke(app, ["lvlm", "score", "--run", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e" / "metrics.json").read_text()) == first
     vqa.write_text(vqa.read_text().replace("rosso", "nero"))
     with pytest.raises(ConfigMismatch, match="task_fingerprint"):
         evaluate(built, str(vqa), task / "images", tmp_path / "e", max_new_tokens=2, formatting="post,pre", limit=3)
