@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import Problems, read_json, read_records, read_text, write_json, write_jsonl
-from annotaudit.core.runner import METRICS, PROBLEMS, RECORD_KEYS, RECORDS, REPORT_FILES, run_config, score_records
-from annotaudit.core.runs import MANIFEST, RunDir, fingerprint
+from annotaudit.core.io import Problems, read_json, read_records, read_text, write_json
+from annotaudit.core.runner import RECORD_KEYS, RECORDS, run_config, save_records
+from annotaudit.core.runs import MANIFEST, fingerprint
 
 from . import chair_words
 from .chair_words import COCO_CATEGORIES, TOKEN_RE, singularize
@@ -419,8 +419,6 @@ def score_captions(captions: Iterable[Caption], truth: dict[int, set[str]], lang
     return chair_metrics(records, language, fix_quirks), records
 
 
-SCORE_OUTPUTS = (RECORDS, METRICS, PROBLEMS, *REPORT_FILES)
-
 
 def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str | Path | None = None, instances: Iterable[str | Path] = (),
                        captions_ref: Iterable[str | Path] = (), image_map: str | Path | None = None, language: str | None = None,
@@ -454,13 +452,8 @@ def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str 
         "captions": str(source.resolve()), "captions_fingerprint": fingerprint(source), "ground_truth": truth_source,
         "image_map": _described([image_map]) if image_map else None, "language": language, "fix_quirks": fix_quirks,
     }
-    rundir = RunDir(out, config, force=force, outputs=SCORE_OUTPUTS)
-    write_jsonl(out / RECORDS, records)
-    problems.write(out / PROBLEMS)
-    metrics = score_records(out, records, lambda recs: chair_metrics(recs, language, fix_quirks), chair_report_writer(f"CHAIR of {captions.name}"),
-                            problems=len(problems))
-    rundir.finish(captions=len(records))
-    return metrics
+    return save_records(out, config, records, lambda recs: chair_metrics(recs, language, fix_quirks),
+                        chair_report_writer(f"CHAIR of {captions.name}"), problems=problems, force=force)
 
 
 def _recorded_truth(captions: list[Caption], source: Path) -> dict[int, set[str]]:

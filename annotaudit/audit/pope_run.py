@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import safe_path, write_jsonl
-from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, Sample, make_record, read_run_records, run_config, run_samples, score_records
-from annotaudit.core.runs import RunDir, fingerprint
+from annotaudit.core.io import safe_path
+from annotaudit.core.runner import RECORDS, Sample, make_record, read_run_records, run_config, run_samples, save_records, score_records
+from annotaudit.core.runs import fingerprint
 
 from .pope import (
     CANDIDATES,
@@ -363,11 +363,7 @@ def score_pope(
         if changed:
             raise InputError(f"re-scoring in place keeps the run's parser ({source.get('parser', 'pope')}); write to another folder", path=run)
         return score_records(out, records, metric, write_pope_report)
-    rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, *REPORT_FILES])
-    write_jsonl(out / RECORDS, records)
-    result = score_records(out, records, metric, write_pope_report)
-    rundir.finish(items=len(records))
-    return result
+    return save_records(out, config, records, metric, write_pope_report, force=force)
 
 
 # Report ----------------------------------------------------------------------------------------

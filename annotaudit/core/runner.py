@@ -218,6 +218,22 @@ def score_records(out: str | Path, records: list[dict[str, Any]], metric: Metric
     return result
 
 
+def save_records(out: str | Path, config: dict[str, Any], records: list[dict[str, Any]], metric: Metric, report: ReportFn | None = None,
+                 problems: Problems | None = None, force: bool = False) -> dict[str, Any]:
+    """A run folder for records made outside the runner's loop (an answers or captions file scored as it is).
+
+    Refuses a folder that holds other inputs' results unless `force`; returns the metrics.
+    """
+    out = Path(out)
+    rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, PROBLEMS, *REPORT_FILES])
+    write_jsonl(out / RECORDS, records)
+    if problems is not None:
+        problems.write(out / PROBLEMS)
+    result = score_records(out, records, metric, report, problems=len(problems) if problems is not None else None)
+    rundir.finish(items=len(records))
+    return result
+
+
 def rescore_run(run_dir: str | Path, metric: Metric, report: ReportFn | None = None) -> dict[str, Any]:
     """Score a finished run folder again from its records, without the model; metrics.json and the report are rewritten."""
     problems = Path(run_dir) / PROBLEMS
