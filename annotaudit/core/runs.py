@@ -91,18 +91,17 @@ class RunDir:
         self.config = json.loads(json.dumps(config, default=str))
         self.started = time.time()
         manifest_path = self.path / MANIFEST
-        if manifest_path.exists():
-            old = read_json(manifest_path).get("config")
-            if old != self.config:
-                check_config(self.path, self.config, force)
-                for name in list(outputs) + [MANIFEST]:
-                    target = self.path / name
-                    if target.is_dir():
-                        shutil.rmtree(target)
-                    elif target.exists():
-                        target.unlink()
-        self.path.mkdir(parents=True, exist_ok=True)
+        check_config(self.path, self.config, force)
         self.manifest: dict[str, Any] = read_json(manifest_path) if manifest_path.exists() else {}
+        if self.manifest and self.manifest.get("config") != self.config:  # forced: the old results go
+            for name in list(outputs) + [MANIFEST]:
+                target = self.path / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+            self.manifest = {}
+        self.path.mkdir(parents=True, exist_ok=True)
         self.manifest.update(
             config=self.config,
             seed=self.config.get("seed"),
