@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -129,29 +130,39 @@ def iter_jsonl(path: str | Path, on_error: Callable[[InputError], None] | None =
     if not path.is_file():
         raise InputError("file not found", path=path)
     with _open_text(path) as fh:
-        n = 0
-        while True:
-            try:
-                raw = fh.readline()
-            except UnicodeDecodeError as exc:
-                raise InputError(f"not UTF-8 text (byte {exc.start})", path=path, line=n + 1) from None
-            if not raw:
-                return
-            n += 1
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-                problem = None if isinstance(rec, dict) else "expected a JSON object"
-            except json.JSONDecodeError as exc:
-                problem = f"malformed JSON: {exc.msg} (column {exc.colno})"
-            if problem is None:
-                yield n, rec
-                continue
-            err = InputError(problem, path=path, line=n)
-            if on_error is None:
-                raise err
-            on_error(err)
+        yield from _jsonl_lines(_decoded_lines(fh, path), path, on_error)
+
+
+def _decoded_lines(fh: Any, path: Path) -> Iterator[str]:
+    """The lines of a text file, with bad UTF-8 named by its line."""
+    n = 0
+    while True:
+        try:
+            raw = fh.readline()
+        except UnicodeDecodeError as exc:
+            raise InputError(f"not UTF-8 text (byte {exc.start})", path=path, line=n + 1) from None
+        if not raw:
+            return
+        n += 1
+        yield raw
+
+
+def _jsonl_lines(lines: Iterable[str], path: Path, on_error: Callable[[InputError], None] | None) -> Iterator[tuple[int, dict[str, Any]]]:
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+            problem = None if isinstance(rec, dict) else "expected a JSON object"
+        except json.JSONDecodeError as exc:
+            problem = f"malformed JSON: {exc.msg} (column {exc.colno})"
+        if problem is None:
+            yield n, rec
+            continue
+        err = InputError(problem, path=path, line=n)
+        if on_error is None:
+            raise err
+        on_error(err)
 
 
 def _concatenated(text: str, path: Path) -> list[tuple[int, Any]]:
@@ -184,7 +195,7 @@ def read_records(path: str | Path, on_error: Callable[[InputError], None] | None
     text = read_text(path)
     head = text.lstrip()[:1]
     if suffix == ".jsonl" or (head == "{" and _one_object_per_line(text)):
-        return list(iter_jsonl(path, on_error))
+        return list(_jsonl_lines(io.StringIO(text), path, on_error))
     values = _concatenated(text, path)
     if len(values) == 1 and isinstance(values[0][1], list):
         start = values[0][0]
