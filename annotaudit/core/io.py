@@ -106,7 +106,8 @@ def read_text(path: str | Path) -> str:
         with _open_text(path) as fh:
             return fh.read()
     except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text (byte {exc.start})", path=path) from None
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise InputError(f"not UTF-8 text (byte {exc.start})", path=path, line=line) from None
     except (OSError, EOFError) as exc:
         raise InputError(f"cannot read the file: {exc}", path=path) from None
 
