@@ -219,7 +219,7 @@ def test_stage1_changes_only_the_projector(built, stage1):
     assert [s["step"] for s in steps] == list(range(1, 10)) and steps[-1]["loss"] < steps[0]["loss"]
     manifest = json.loads((stage1 / "run.json").read_text())
     assert manifest["config"]["stage"] == "pretrain" and manifest["complete"] and manifest["tokens_per_s"] > 0
-    assert manifest["config"]["data_fingerprint"].startswith("sha256:")
+    assert manifest["config"]["inputs"]["data"].startswith("sha256:")
     metrics = json.loads((stage1 / "metrics.json").read_text())
     assert metrics["steps"] == 9 and metrics["final_loss"] == steps[-1]["loss"] and metrics["complete"]
     assert metrics["best_loss"] == min(s["loss"] for s in steps) and metrics["first_loss"] == steps[0]["loss"]

@@ -52,6 +52,8 @@ class RunConfig:
             raise InputError(f"unknown mode {self.mode!r}; use generate or score")
         if self.samples < 1 or self.batch_size < 1:
             raise InputError("--samples and --batch-size must be at least 1")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"--limit must be at least 1 (got {self.limit})")
         if self.samples > 1 and not self.do_sample:
             raise InputError("several samples per item need sampling (drop --greedy)")
 

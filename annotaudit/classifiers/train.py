@@ -195,8 +195,8 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
     out = Path(out)
     config = {"task": task.name, **asdict(cfg), **(extra_config or {})}
     config.pop("cpu")
-    run = RunDir(out, config, force=force, outputs=OUTPUTS)
-    if (out / METRICS).is_file():
+    run = RunDir(out, config, force=force, outputs=OUTPUTS, start=False)
+    if (out / METRICS).is_file() and not run.replaces_old_run:
         return read_json(out / METRICS)
     accelerator = Accelerator(cpu=cfg.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(cfg.seed)
@@ -213,12 +213,15 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
     steps_per_epoch = len(_batches(len(train), cfg.batch_size, cfg.seed, 0, accelerator.process_index, accelerator.num_processes))
     total = max(1, steps_per_epoch * cfg.epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    run.start()  # inputs and encoders loaded: only now does the folder take this configuration
     state = load_checkpoint(out / "checkpoint", model, optimizer, scheduler) or {"epoch": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "best_dev": {}}
     if state["epoch"]:
         console.print(f"resuming {out} after epoch {state['epoch']}")
     model, optimizer = accelerator.prepare(model, optimizer)
     core: MMBT = accelerator.unwrap_model(model)
     history = JsonlLog(run.path / HISTORY, key="epoch")
+    if accelerator.is_main_process:  # epochs logged after the checkpoint we resume from are trained again
+        write_jsonl(history.path, [h for h in history if h["epoch"] <= state["epoch"]])
     started, seen = time.time(), 0
     for epoch in range(state["epoch"], cfg.epochs):
         if state["bad_epochs"] >= cfg.patience:

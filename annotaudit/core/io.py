@@ -48,13 +48,15 @@ def write_jsonl(path: str | Path, records: Iterable[dict[str, Any]]) -> Path:
 class JsonlLog:
     """Append-only JSON Lines keyed by a field, written a batch at a time with fsync.
 
-    A torn last line (a kill in the middle of a write) is cut off on open; a malformed line
-    anywhere else is somebody's edit, and is an error naming it rather than a silent truncation.
+    A torn last line (a kill in the middle of a write) is cut off on open. A malformed line
+    anywhere else costs only itself: it is skipped and kept in `skipped` (file and line), so the
+    caller can say so and redo that one record instead of losing the ones after it.
     """
 
     def __init__(self, path: str | Path, key: str = "id"):
         self.path = Path(path)
         self.key = key
+        self.skipped: list[InputError] = []
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._repair()
 
@@ -69,9 +71,13 @@ class JsonlLog:
             fh.truncate(cut)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.skipped = []
         if self.path.exists():
-            for _, rec in iter_jsonl(self.path):
+            for _, rec in iter_jsonl(self.path, on_error=self._skip):
                 yield rec
+
+    def _skip(self, err: InputError) -> None:
+        self.skipped.append(err)
 
     def read(self) -> list[dict[str, Any]]:
         return list(self)
@@ -90,6 +96,10 @@ class JsonlLog:
 
 
 # Reading ---------------------------------------------------------------------------------------
+
+
+# One line or field of a data file: longer ones are refused before anything tries to hold or tokenize them.
+MAX_LINE_CHARS = 8 * 1024 * 1024
 
 
 def _open_text(path: Path):
@@ -135,16 +145,20 @@ def iter_jsonl(path: str | Path, on_error: Callable[[InputError], None] | None =
 
 
 def _decoded_lines(fh: Any, path: Path) -> Iterator[str]:
-    """The lines of a text file, with bad UTF-8 named by its line."""
+    """The lines of a text file, with bad UTF-8 named by its line and no line read past MAX_LINE_CHARS."""
     n = 0
     while True:
         try:
-            raw = fh.readline()
+            raw = fh.readline(MAX_LINE_CHARS + 1)
         except UnicodeDecodeError as exc:
             raise InputError(f"not UTF-8 text (byte {exc.start})", path=path, line=n + 1) from None
+        except (OSError, EOFError) as exc:
+            raise InputError(f"cannot read the file: {exc}", path=path, line=n + 1) from None
         if not raw:
             return
         n += 1
+        if len(raw) > MAX_LINE_CHARS and not raw.endswith("\n"):
+            raise InputError(f"line longer than the limit of {MAX_LINE_CHARS:,} characters", path=path, line=n)
         yield raw
 
 
@@ -194,6 +208,7 @@ def read_records(path: str | Path, on_error: Callable[[InputError], None] | None
     if suffix in (".csv", ".tsv"):
         return _read_table(path, "\t" if suffix == ".tsv" else ",", on_error)
     text = read_text(path)
+    _check_line_lengths(text, path)
     head = text.lstrip()[:1]
     if suffix == ".jsonl" or (head == "{" and _one_object_per_line(text)):
         return list(_jsonl_lines(io.StringIO(text), path, on_error))
@@ -216,6 +231,19 @@ def read_records(path: str | Path, on_error: Callable[[InputError], None] | None
     return out
 
 
+def _check_line_lengths(text: str, path: Path) -> None:
+    """Refuse a line over MAX_LINE_CHARS (a whole file without newlines included), naming it."""
+    if len(text) <= MAX_LINE_CHARS:
+        return
+    start, n = 0, 1
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        if end - start > MAX_LINE_CHARS:
+            raise InputError(f"line longer than the limit of {MAX_LINE_CHARS:,} characters", path=path, line=n)
+        start, n = end + 1, n + 1
+
+
 def _one_object_per_line(text: str) -> bool:
     for raw in text.splitlines():
         if raw.strip():
@@ -228,8 +256,9 @@ def _one_object_per_line(text: str) -> bool:
 
 
 def _read_table(path: Path, delimiter: str, on_error: Callable[[InputError], None] | None) -> list[tuple[int, dict[str, Any]]]:
-    csv.field_size_limit(2**31 - 1)
+    csv.field_size_limit(MAX_LINE_CHARS)
     text = read_text(path)
+    _check_line_lengths(text, path)
     reader = csv.DictReader(text.splitlines(keepends=True), delimiter=delimiter)
     out = []
     try:
@@ -299,3 +328,66 @@ class Problems:
     def write(self, path: str | Path) -> Path:
         """problems.jsonl: every finding, one a line (an empty file when there were none)."""
         return write_jsonl(path, self.rows())
+
+
+# Tables with embedded data ----------------------------------------------------------------------
+
+
+def read_parquet_records(path: str | Path, columns: list[str] | None = None, skip: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:
+    """(row number from 1, record) of a parquet file (the hub's dataset copies), a row group at a time.
+
+    `columns` picks columns; `skip` leaves out columns that exist (embedded images when only the
+    text is wanted). Needs pyarrow (the `formats` extra).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise InputError("reading parquet needs pyarrow: pip install 'annotaudit[formats]'", path=path) from None
+    try:
+        table = parquet.ParquetFile(path)
+        names = table.schema_arrow.names
+        wanted = [c for c in (columns or names) if c in names and c not in skip]
+        out: list[tuple[int, dict[str, Any]]] = []
+        for batch in table.iter_batches(columns=wanted, batch_size=1024):
+            out.extend((len(out) + k + 1, rec) for k, rec in enumerate(batch.to_pylist()))
+    except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+        raise InputError(f"not a readable parquet file: {exc}", path=path) from None
+    return out
+
+
+def parquet_columns(path: str | Path) -> list[str]:
+    """The column names of a parquet file, without reading its rows."""
+    try:
+        import pyarrow.parquet as parquet
+    except ImportError:
+        raise InputError("reading parquet needs pyarrow: pip install 'annotaudit[formats]'", path=path) from None
+    try:
+        return list(parquet.ParquetFile(path).schema_arrow.names)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"not a readable parquet file: {exc}", path=path) from None
+
+
+def read_sheet_records(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """(spreadsheet row, record) of the first sheet of an .xlsx file (header on row 1); needs openpyxl."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found", path=path)
+    try:
+        import pandas
+    except ImportError:  # pragma: no cover - pandas is a dependency
+        raise InputError("reading .xlsx needs pandas", path=path) from None
+    try:
+        frame = pandas.read_excel(path, sheet_name=0, dtype=object)
+    except ImportError:
+        raise InputError("reading .xlsx needs openpyxl: pip install 'annotaudit[formats]'", path=path) from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(f"not a readable spreadsheet: {exc}", path=path) from None
+    rows = frame.to_dict(orient="records")
+    return [(k + 2, {str(key): (None if _is_missing(v) else v) for key, v in rec.items()}) for k, rec in enumerate(rows)]
+
+
+def _is_missing(value: Any) -> bool:
+    return isinstance(value, float) and value != value

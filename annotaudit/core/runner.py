@@ -109,13 +109,19 @@ def _log_paths(out: Path) -> list[Path]:
     return [out / RECORDS] + sorted((out / SHARDS).glob("records.*.jsonl"))
 
 
-def finished(out: str | Path) -> dict[str, dict[str, Any]]:
-    """Records already written, from the merged file and every shard file (torn last lines repaired)."""
+def finished(out: str | Path, warn: bool = False) -> dict[str, dict[str, Any]]:
+    """Records already written, from the merged file and every shard file (torn last lines repaired).
+
+    A damaged line costs only its own record, which is answered again; `warn` names each one.
+    """
     done: dict[str, dict[str, Any]] = {}
     for path in _log_paths(Path(out)):
         if path.exists():
-            for rec in JsonlLog(path):
+            log = JsonlLog(path)
+            for rec in log:
                 done.setdefault(str(rec["id"]), rec)
+            for err in log.skipped if warn else ():
+                console.print(f"[yellow]{err} (skipped; its record will be made again)")
     return done
 
 
@@ -167,29 +173,37 @@ def run_samples(
     check_samples(samples, str(config.get("data") or config.get("questions") or out))
     procs = processes()
     check_config(out, config, force)
-    procs.wait()
     rundir = None
+    if procs.is_main:  # the lock first: nothing is read for resuming while another process may write
+        rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, PROBLEMS, SHARDS, *REPORT_FILES, *extra_outputs], start=False)
+    procs.wait()
+    # Batches are cut from all of this process's samples, finished or not, so a resumed run answers
+    # exactly the batches an uninterrupted run would; a batch cut short by a kill is answered whole again.
+    mine = [s for k, s in enumerate(samples) if k % procs.count == procs.index]
+    done = {} if force and (rundir is None or rundir.replaces_old_run) else finished(out)
+    todo = [b for b in batches(mine, batch_size) if any(s.id not in done for s in b)]
+    answer = solver(procs.device) if todo else None  # the model loads before run.json is written: a typo leaves nothing behind
+    procs.wait()
     if procs.is_main:
-        rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, PROBLEMS, SHARDS, *REPORT_FILES, *extra_outputs])
+        rundir.start()
         (problems or Problems()).write(out / PROBLEMS)
         if problems:
             problems.show(lambda m: console.print(f"[yellow]{m}"), out / PROBLEMS)
     procs.wait()
-    done = finished(out)
-    mine = [s for k, s in enumerate(samples) if k % procs.count == procs.index and s.id not in done]
+    done = finished(out, warn=procs.is_main)
     log = JsonlLog(out / RECORDS if procs.count == 1 else out / SHARDS / f"records.{procs.index}.jsonl")
     started, n_done = time.time(), 0
-    if mine:
-        answer = solver(procs.device)
+    if todo:
         label = description + (f" [{procs.index}]" if procs.count > 1 else "")
-        with progress(label, len(mine)) as advance:
-            for batch in batches(mine, batch_size):
+        with progress(label, sum(1 for b in todo for s in b if s.id not in done)) as advance:
+            for batch in todo:
                 records = answer(batch)
                 if len(records) != len(batch):
                     raise RuntimeError(f"the solver returned {len(records)} records for {len(batch)} samples")
-                log.append(records)
-                n_done += len(batch)
-                advance(len(batch))
+                new = [r for s, r in zip(batch, records) if s.id not in done]
+                log.append(new)
+                n_done += len(new)
+                advance(len(new))
     procs.wait()
     if not procs.is_main:
         return {}

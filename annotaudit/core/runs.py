@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -19,9 +20,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from .errors import InputError
 from .io import read_json, write_json
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # a long path stays on one line, whole
 
 MANIFEST = "run.json"
 TRACKED_PACKAGES = ("annotaudit", "torch", "transformers", "accelerate", "peft", "tokenizers", "scikit-learn", "pandas")
@@ -83,25 +85,111 @@ def fingerprint(path: str | Path | None) -> str | None:
     return None
 
 
-class RunDir:
-    """An output directory with a manifest; refuses to mix results of different configurations."""
+LOCK = ".lock"
 
-    def __init__(self, path: str | Path, config: dict[str, Any], force: bool = False, outputs: Iterable[str] = ()):
+
+class RunFolderBusy(InputError):
+    """Another live process is writing this run folder."""
+
+
+def output_folder(path: str | Path) -> Path:
+    """Create (or accept) a run folder; an existing file in its place is a clear error, not a traceback."""
+    path = Path(path)
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError("is a file, not a folder: choose another output folder", path=parent)
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder: {exc.strerror}", path=path) from None
+    return path
+
+
+class RunLock:
+    """One writer per run folder: an exclusive lock held for the run's lifetime.
+
+    The kernel drops the lock when its process dies, so a lock left by a killed run is taken over
+    at once; the holder's host and pid are written beside it only to name it in the error.
+    """
+
+    _held: dict[Path, RunLock] = {}  # this process's locks: a run that raised leaves its lock to the next run here
+
+    def __init__(self, folder: str | Path):
+        self.path = (output_folder(folder) / LOCK).resolve()
+        if self.path in RunLock._held:
+            RunLock._held.pop(self.path).release()
+        while True:
+            try:
+                self._fh = open(self.path, "a+")
+            except OSError as exc:
+                raise InputError(f"cannot write in the output folder: {exc.strerror}", path=Path(folder)) from None
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._fh.seek(0)
+                holder = self._fh.read().strip() or "another process"
+                self._fh.close()
+                raise RunFolderBusy(f"{folder} is being written by {holder}; wait for it to finish or use another output folder") from None
+            if self.path.exists() and os.stat(self.path).st_ino == os.fstat(self._fh.fileno()).st_ino:
+                break
+            self._fh.close()  # the holder removed the file as we opened it: lock the new one
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(f"host {platform.node()} pid {os.getpid()}\n")
+        self._fh.flush()
+        RunLock._held[self.path] = self
+
+    def release(self) -> None:
+        """Remove the lock file, then unlock: a waiter that opened the old file sees it gone and retries."""
+        fh = getattr(self, "_fh", None)
+        if fh is not None and not fh.closed:
+            self.path.unlink(missing_ok=True)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+            fh.close()
+        if RunLock._held.get(getattr(self, "path", None)) is self:
+            del RunLock._held[self.path]
+
+    __del__ = release
+
+
+class RunDir:
+    """An output directory with a manifest; refuses to mix results of different configurations.
+
+    Constructing it takes the folder's lock and checks the configuration; `start()` (called at once
+    unless `start=False`) clears forced-out results and writes the manifest. A command that loads
+    a model first defers `start()`, so a typo in the model name leaves no manifest behind.
+    """
+
+    def __init__(self, path: str | Path, config: dict[str, Any], force: bool = False, outputs: Iterable[str] = (), start: bool = True):
         self.path = Path(path)
         self.config = json.loads(json.dumps(config, default=str))
         self.started = time.time()
-        manifest_path = self.path / MANIFEST
+        self.outputs = list(outputs)
+        self.lock = RunLock(self.path)
         check_config(self.path, self.config, force)
-        self.manifest: dict[str, Any] = read_json(manifest_path) if manifest_path.exists() else {}
+        self.manifest: dict[str, Any] = {}
+        if start:
+            self.start()
+
+    @property
+    def replaces_old_run(self) -> bool:
+        """Whether `start()` will discard results made with another configuration (only with force)."""
+        manifest_path = self.path / MANIFEST
+        return manifest_path.exists() and read_json(manifest_path).get("config") != self.config
+
+    def start(self) -> None:
+        manifest_path = self.path / MANIFEST
+        self.manifest = read_json(manifest_path) if manifest_path.exists() else {}
         if self.manifest and self.manifest.get("config") != self.config:  # forced: the old results go
-            for name in list(outputs) + [MANIFEST]:
+            for name in self.outputs + [MANIFEST]:
                 target = self.path / name
                 if target.is_dir():
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
             self.manifest = {}
-        self.path.mkdir(parents=True, exist_ok=True)
         self.manifest.update(
             config=self.config,
             seed=self.config.get("seed"),
@@ -120,6 +208,7 @@ class RunDir:
         self.manifest["sessions"].append({"ended": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(elapsed, 3), **extra})
         self.manifest.update(extra)
         write_json(self.path / MANIFEST, self.manifest)
+        self.lock.release()
 
 
 @contextmanager

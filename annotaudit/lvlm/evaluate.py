@@ -199,6 +199,8 @@ def evaluate(model: str | Path, task: str, images_dir: str | Path | None, out: s
     except ValueError as exc:
         raise InputError(str(exc)) from None
     path = task_file(task, data)
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1 (got {limit})")
     items = load_task(task, data)[:limit]
     config = {"model": str(model), "task": task, "data": str(data) if data else None, "task_file": str(path),
               "task_fingerprint": fingerprint(path), "images": str(images_dir) if images_dir else None,

@@ -23,6 +23,7 @@ from accelerate.utils import set_seed
 from transformers import AutoProcessor, LlavaNextForConditionalGeneration, get_cosine_schedule_with_warmup
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
+from annotaudit.core.checkpoint import load_state, save_state
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
 from annotaudit.core.runs import ConfigMismatch, RunDir, fingerprint, progress
@@ -144,6 +145,20 @@ def save_model(accelerator: Accelerator, model: Any, processor: Any, dest: Path,
     accelerator.wait_for_everyone()
 
 
+def _resume(accelerator: Accelerator, model: Any, optimizer: Any, scheduler: Any, state_dir: Path) -> None:
+    """Trainable weights, optimizer, scheduler and RNG states from safetensors and JSON (never a pickle)."""
+    restored = load_state(state_dir / f"process-{accelerator.process_index}", optimizer, scheduler)
+    if restored is None:
+        raise InputError("no resume state for this process (was the run launched with another number of processes?)", path=state_dir)
+    _, params = restored
+    trainable = {n: p for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+    if set(params) != set(trainable):
+        raise InputError("the resume state holds other trainable weights than this run trains", path=state_dir)
+    with torch.no_grad():
+        for name, param in trainable.items():
+            param.copy_(params[name].to(param.device, param.dtype))
+
+
 def _latest_state(out: Path) -> Path | None:
     found = sorted((p for p in (out / "checkpoints").glob(f"step-*/{STATE_DIR}") if (p / "progress.json").is_file()),
                    key=lambda p: int(p.parent.name.split("-")[1]))
@@ -209,7 +224,8 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     records = load_conversations(cfg.data)
     run = None
     if accelerator.is_main_process:
-        run = RunDir(out, {**asdict(cfg), "data_fingerprint": fingerprint(cfg.data)}, force=force, outputs=OUTPUTS)
+        inputs = {"data": fingerprint(cfg.data), "images": fingerprint(cfg.images), "model": fingerprint(cfg.model)}
+        run = RunDir(out, {**asdict(cfg), "inputs": inputs}, force=force, outputs=OUTPUTS, start=False)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     processor = AutoProcessor.from_pretrained(cfg.model)
@@ -230,12 +246,14 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     per_epoch = math.ceil(len(accelerator.prepare(_epoch_loader(dataset, cfg, 0, pad_id))) / cfg.grad_accum)
     total = per_epoch * cfg.epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
-    accelerator.register_for_checkpointing(scheduler)
 
+    if run is not None:  # inputs and model loaded: only now does the folder take this configuration
+        run.start()
+    accelerator.wait_for_everyone()
     step, start_epoch, skip = 0, 0, 0
     latest = _latest_state(out)
     if latest is not None:
-        accelerator.load_state(str(latest))
+        _resume(accelerator, model, optimizer, scheduler, latest)
         done = read_json(latest / "progress.json")
         step, start_epoch, skip = done["step"], done["epoch"], done["batch"]
     log = JsonlLog(out / LOG, key="step")
@@ -270,18 +288,22 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
                     log.append([{"step": step, "epoch": epoch, "loss": round(mean_loss, 6), "lr": scheduler.get_last_lr()[0]}])
                 end_of_epoch = batch_no == len(loader)
                 if (cfg.save_every and step % cfg.save_every == 0) or end_of_epoch:
-                    _checkpoint(accelerator, model, processor, out, step, epoch + end_of_epoch, 0 if end_of_epoch else batch_no, bool(cfg.lora))
+                    _checkpoint(accelerator, model, optimizer, scheduler, processor, out, step, epoch + end_of_epoch,
+                                0 if end_of_epoch else batch_no, bool(cfg.lora))
                 if max_steps is not None and step >= max_steps:
                     return _finish(accelerator, run, out, step, samples, tokens, started, complete=False)
     save_model(accelerator, model, processor, out, bool(cfg.lora))
     return _finish(accelerator, run, out, step, samples, tokens, started, complete=True)
 
 
-def _checkpoint(accelerator: Accelerator, model: Any, processor: Any, out: Path, step: int, epoch: int, batch: int, lora: bool) -> None:
+def _checkpoint(accelerator: Accelerator, model: Any, optimizer: Any, scheduler: Any, processor: Any, out: Path, step: int, epoch: int,
+                batch: int, lora: bool) -> None:
     """checkpoints/step-N: a loadable model plus the state to resume; older resume states are pruned."""
     dest = out / "checkpoints" / f"step-{step}"
     save_model(accelerator, model, processor, dest, lora)
-    accelerator.save_state(str(dest / STATE_DIR))
+    trainable = {n: p for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+    save_state(dest / STATE_DIR / f"process-{accelerator.process_index}", optimizer, scheduler, {"step": step}, trainable)
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         write_json(dest / STATE_DIR / "progress.json", {"step": step, "epoch": epoch, "batch": batch})
         for old in (out / "checkpoints").glob(f"step-*/{STATE_DIR}"):

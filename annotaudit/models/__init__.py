@@ -22,11 +22,20 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_model(name: str | ModelEntry, device: str | None = None, dtype: str | None = None, trust_remote_code: bool | None = None) -> LoadedModel:
-    """Load a model by registry name, `hf:<hub id or path>`, local path, or entry."""
+def load_model(name: str | ModelEntry, device: str | None = None, dtype: str | None = None, trust_remote_code: bool | None = None,
+               allow_pickle: bool = False) -> LoadedModel:
+    """Load a model by registry name, `hf:<hub id or path>`, local path, or entry.
+
+    Weights come from safetensors (or GGUF); `allow_pickle` lets a checkpoint that has only pickle
+    weights load, for users who trust it.
+    """
+    from dataclasses import replace
+
     from .backends import BACKENDS
 
     entry = name if isinstance(name, ModelEntry) else registry().resolve(name)
+    if allow_pickle:
+        entry = replace(entry, allow_pickle=True)
     if entry.backend not in BACKENDS:
         raise ValueError(f"model {entry.name!r} needs backend {entry.backend!r}, which is not installed; known: {', '.join(sorted(BACKENDS))}")
     return BACKENDS[entry.backend](entry, device=device, dtype=dtype, trust_remote_code=trust_remote_code)

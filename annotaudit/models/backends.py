@@ -4,10 +4,13 @@ shares one generate and one score path; vision backends encode each distinct ima
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from annotaudit.core.errors import InputError
 
 from .base import Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
 from .templates import render_builtin, render_own
@@ -47,6 +50,10 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def _pickle_only(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.glob("*.bin")) and not any(folder.glob("*.safetensors"))
+
+
 def _image_key(image: Any) -> Any:
     return str(image) if not hasattr(image, "size") else id(image)
 
@@ -61,7 +68,7 @@ class HFModel(LoadedModel):
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype or entry.dtype, self.device)
         self.trust_remote_code = entry.trust_remote_code if trust_remote_code is None else trust_remote_code
-        self.model, self.processor = self._load()
+        self.model, self.processor = self._load_checked()
         self.model.eval()
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         if self.tokenizer.pad_token_id is None:
@@ -70,8 +77,23 @@ class HFModel(LoadedModel):
 
     # loading -------------------------------------------------------------------------------
 
+    def _load_checked(self) -> tuple[Any, Any]:
+        """Load, turning a missing folder or pickle-only weights into one clear line."""
+        where = Path(self.entry.checkpoint).expanduser()
+        if (where.is_absolute() or self.entry.checkpoint.startswith((".", "~"))) and not where.exists():
+            raise InputError("model folder not found", path=where)
+        try:
+            return self._load()
+        except OSError as exc:
+            if not self.entry.allow_pickle and _pickle_only(where):
+                raise InputError("holds only pickle weights (pytorch_model.bin), which can run code when loaded; "
+                                 "convert them to safetensors, or pass --allow-pickle if you trust this checkpoint", path=where) from None
+            raise InputError(f"cannot load model {self.entry.name!r}: {str(exc).splitlines()[0]}", path=self.entry.checkpoint) from None
+
     def _load_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"dtype": self.dtype, "trust_remote_code": self.trust_remote_code}
+        if not self.entry.gguf_file:
+            kw["use_safetensors"] = not self.entry.allow_pickle or None
         if self.device.type != "cpu":
             kw["device_map"] = str(self.device)
         return kw
@@ -430,3 +452,13 @@ class InstructBlipModel(VisionMixin, Seq2SeqLM):
         if self.is_encoder_decoder:
             return Seq2SeqLM._score_prefix(self, prefix, continuations)
         return HFModel._score_prefix(self, prefix, continuations)
+
+
+def _vllm_model(entry: ModelEntry, **kwargs: Any) -> LoadedModel:
+    """vLLM loads only when a `vllm` model is asked for; annotaudit runs without it."""
+    from .vllm_backend import VLLMModel
+
+    return VLLMModel(entry, **kwargs)
+
+
+BACKENDS["vllm"] = _vllm_model  # type: ignore[assignment]

@@ -24,6 +24,7 @@ class ModelEntry:
     dtype: str = "auto"
     modality: str = TEXT
     trust_remote_code: bool = False
+    allow_pickle: bool = False  # load pytorch_model.bin (pickle) weights when a checkpoint has no safetensors
     gguf_file: str | None = None
     tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json
 
 from .base import IMAGE_TEXT, TEXT, ModelEntry
@@ -116,6 +117,10 @@ class Registry:
             return self._entries[name]
         if name.startswith("hf:"):
             return entry_from_checkpoint(name[3:])
+        if name.startswith("vllm:"):
+            from .vllm_backend import entry_for
+
+            return entry_for(name[5:])
         if Path(name).exists():
             return entry_from_checkpoint(name)
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.4)
@@ -127,12 +132,18 @@ _VISION_BACKENDS = {"llava": "llava", "llava_next": "llava_next", "instructblip"
 
 
 def _read_config(checkpoint: str) -> dict:
-    local = Path(checkpoint) / "config.json"
+    path = Path(checkpoint).expanduser()
+    local = path / "config.json"
     if local.is_file():
         return read_json(local)
+    if path.is_absolute() or checkpoint.startswith((".", "~")) or path.exists():
+        raise InputError("model folder not found" if not path.exists() else "no config.json: not a model folder", path=path)
     from transformers import AutoConfig  # a hub id: let transformers fetch (or find in cache) the config
 
-    return AutoConfig.from_pretrained(checkpoint).to_dict()
+    try:
+        return AutoConfig.from_pretrained(checkpoint).to_dict()
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot find model {checkpoint!r} locally or on the hub: {str(exc).splitlines()[0]}") from None
 
 
 def entry_from_checkpoint(checkpoint: str, name: str | None = None) -> ModelEntry:
