@@ -1,4 +1,5 @@
-"""Readers for the datasets as they lie on disk: Hateful Memes, MM-IMDB, XNLI, and a user's JSONL/CSV.
+"""Readers for the datasets as they lie on disk: Hateful Memes, MM-IMDB, XNLI, and a user's JSONL/CSV,
+and for the hub's parquet copies of Hateful Memes, XNLI and a user's table.
 
 Every reader returns a list of `Item`. A bad record (malformed line, missing image, unknown label)
 becomes an `InputError` naming the file and line, or the item id where the format has no lines.
@@ -10,7 +11,9 @@ cost a whole run.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import Problems, iter_jsonl, read_json, read_records, read_text, safe_path
+from annotaudit.core.io import Problems, iter_jsonl, read_json, read_parquet_records, read_records, read_text, safe_path
 
 HATEFUL, NOT_HATEFUL = "hateful", "not_hateful"
 HATEFUL_MEMES_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
@@ -84,6 +87,41 @@ def _unique(items: Iterable[tuple[Item, Path, int | None]], report: OnError) -> 
     return out
 
 
+# Parquet with embedded images ---------------------------------------------------------------
+
+
+def image_cache(parquet: Path) -> Path:
+    """Where the embedded images of one parquet file are written once: $ANNOTAUDIT_CACHE (default
+    ~/.cache/annotaudit)/images/<file name>-<hash of its path, size and time>, so models read plain files and a
+    resumed run finds the same paths."""
+    stat = parquet.stat()
+    key = hashlib.sha1(f"{parquet.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(os.environ.get("ANNOTAUDIT_CACHE") or Path.home() / ".cache" / "annotaudit")
+    return root / "images" / f"{parquet.stem}-{key}"
+
+
+_MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"), (b"RIFF", ".webp"), (b"BM", ".bmp"))
+
+
+def embedded_image(value: Any, folder: Path, name: str) -> Path | None:
+    """The file of an embedded image ({"bytes": ..., "path": ...}, as the hub stores images), written on first use."""
+    if not isinstance(value, dict) or not value.get("bytes"):
+        return None
+    data = value["bytes"]
+    suffix = Path(str(value.get("path") or "")).suffix.lower() or next((ext for magic, ext in _MAGIC if data.startswith(magic)), ".img")
+    target = folder / f"{name}{suffix}"
+    if not target.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    return target
+
+
+def _safe_name(value: Any) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(value))[:100] or "item"
+
+
 # Hateful Memes ------------------------------------------------------------------------------
 
 
@@ -94,6 +132,9 @@ def read_hateful_memes(root: str | Path, split: str = "test_unseen", strict: boo
     Labels 1/0 become "hateful"/"not_hateful"; a test file without labels gives label None.
     """
     root = Path(root)
+    parquet = _hateful_parquet(root, split)
+    if parquet is not None:
+        return _hateful_memes_parquet(parquet, strict, problems, check_images)
     path = root / f"{split}.jsonl"
     if not path.is_file() and (root / "data" / f"{split}.jsonl").is_file():
         root, path = root / "data", root / "data" / f"{split}.jsonl"
@@ -110,6 +151,55 @@ def read_hateful_memes(root: str | Path, split: str = "test_unseen", strict: boo
                 report(exc)
 
     return _unique(items(), report)
+
+
+def _hateful_parquet(root: Path, split: str) -> Path | None:
+    """The parquet file of a split: ROOT itself, ROOT/<split>.parquet or the hub's ROOT/data/<split>-*.parquet."""
+    if root.suffix.lower() == ".parquet":
+        return root
+    if (root / f"{split}.jsonl").is_file() or (root / "data" / f"{split}.jsonl").is_file():
+        return None
+    for pattern in (f"{split}.parquet", f"{split}-*.parquet", f"data/{split}.parquet", f"data/{split}-*.parquet"):
+        hits = sorted(root.glob(pattern))
+        if len(hits) == 1:
+            return hits[0]
+    return None
+
+
+def _hateful_memes_parquet(path: Path, strict: bool, problems: Problems | None, check_images: bool) -> list[Item]:
+    """The hub's Hateful Memes: id, text, label and the image embedded (`image` or `img`), or `img` as a path beside the file."""
+    report = _reporter(strict, problems)
+    folder = image_cache(path)
+
+    def items() -> Iterator[tuple[Item, Path, int]]:
+        for n, rec in read_parquet_records(path):
+            try:
+                yield _parquet_meme(rec, path, n, folder, check_images), path, n
+            except InputError as exc:
+                report(exc)
+
+    out = _unique(items(), report)
+    if not out:
+        raise InputError("no memes read from the parquet file (columns id, text, label and image or img expected)", path=path)
+    return out
+
+
+def _parquet_meme(rec: dict[str, Any], path: Path, n: int, folder: Path, check_images: bool) -> Item:
+    where = {"path": path, "item": f"row {n}"}
+    if "text" not in rec:
+        raise InputError("missing column 'text'", **where)
+    item_id = str(rec.get("id") if rec.get("id") is not None else n)
+    raw = rec.get("image", rec.get("img"))
+    image = embedded_image(raw, folder, _safe_name(item_id))
+    if image is None and isinstance(raw, str) and raw:
+        image = _image(path.parent, raw, path, None, item_id, check_images)
+    if image is None:
+        raise InputError("no image: expected an embedded image in 'image' or 'img', or an image path", **where)
+    label = rec.get("label")
+    if label is not None and str(label) not in ("0", "1"):
+        raise InputError(f"unknown label {label!r} (expected 0 or 1)", **where)
+    label = None if label is None else HATEFUL if str(label) == "1" else NOT_HATEFUL
+    return Item(item_id, str(rec["text"]), image, label, {"source": str(path), "row": n})
 
 
 def _meme(rec: dict[str, Any], root: Path, path: Path, line: int, check_images: bool) -> Item:
@@ -239,6 +329,8 @@ def read_xnli(path: str | Path, languages: Iterable[str] | str | None = ("en",),
         languages = [x.strip() for x in languages.split(",") if x.strip()]
     wanted = None if languages is None else [lang.lower() for lang in languages]
     report = _reporter(strict, problems)
+    if path.suffix.lower() == ".parquet":
+        return _xnli_parquet(path, wanted, report)
     found: dict[str, int] = {}
 
     def items() -> Iterator[tuple[Item, Path, int]]:
@@ -269,6 +361,57 @@ def read_xnli(path: str | Path, languages: Iterable[str] | str | None = ("en",),
     for lang in wanted or []:
         if not found.get(lang):
             raise InputError(_no_language(lang, found), path=path)
+    return out
+
+
+NLI_LABEL_IDS = {0: "entailment", 1: "neutral", 2: "contradiction"}
+
+
+def _parquet_language(path: Path, wanted: list[str] | None) -> str:
+    """The language of a one-language parquet (the hub's XNLI configs): its folder or name, else the one asked for."""
+    for name in (path.parent.name, path.stem.split("-")[0], path.stem.split("_")[0]):
+        if name.lower() in XNLI_LANGUAGES:
+            return name.lower()
+    if wanted and len(wanted) == 1:
+        return wanted[0]
+    raise InputError("cannot tell this parquet file's language (no 'language' column, no language folder): name one with --languages", path=path)
+
+
+def _xnli_parquet(path: Path, wanted: list[str] | None, report: OnError) -> list[Item]:
+    """The hub's XNLI: premise, hypothesis, label (0 entailment, 1 neutral, 2 contradiction), one language a config.
+
+    There is no pair id, so an item's id is <language>-<file stem>-<row>.
+    """
+    rows = read_parquet_records(path)
+    if rows and not {"premise", "hypothesis", "label"} <= set(rows[0][1]):
+        raise InputError(f"expected columns premise, hypothesis, label (has: {', '.join(rows[0][1])})", path=path)
+    if rows and isinstance(rows[0][1]["premise"], dict):
+        raise InputError("this is the all-languages configuration (one dict of translations a row): use a one-language file", path=path)
+    fixed = None if rows and "language" in rows[0][1] else _parquet_language(path, wanted)
+    found: dict[str, int] = {}
+
+    def items() -> Iterator[tuple[Item, Path, int]]:
+        for n, rec in rows:
+            lang = str(rec.get("language") or fixed).lower()
+            found[lang] = found.get(lang, 0) + 1
+            if wanted is not None and lang not in wanted:
+                continue
+            item_id = f"{lang}-{path.stem}-{n}"
+            label = rec["label"]
+            gold = NLI_LABEL_IDS.get(label) if isinstance(label, int) else str(label).strip().lower()
+            if gold not in NLI_LABELS:
+                report(InputError(f"unknown label {label!r} (expected 0, 1, 2 or {', '.join(NLI_LABELS)})", path=path, item=f"row {n}"))
+                continue
+            premise, hypothesis = str(rec["premise"]).strip(), str(rec["hypothesis"]).strip()
+            meta = {"premise": premise, "hypothesis": hypothesis, "language": lang, "source": str(path), "row": n}
+            yield Item(item_id, nli_text(premise, hypothesis), None, gold, meta), path, n
+
+    out = _unique(items(), report)
+    for lang in wanted or []:
+        if not found.get(lang):
+            raise InputError(_no_language(lang, found), path=path)
+    if not out:
+        raise InputError("no NLI pairs read from the parquet file", path=path)
     return out
 
 
@@ -324,14 +467,17 @@ def _one_label(raw: Any, labels: list[str] | None, path: Path, line: int, item_i
     raise InputError(f"unknown label {value!r} (task labels: {', '.join(labels)})", path=path, line=line, item=item_id)
 
 
-GENERIC_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
+GENERIC_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".parquet")
 
 
 def _generic_records(path: Path, report: OnError) -> list[tuple[int, dict[str, Any]]]:
     suffix = (Path(path.stem) if path.suffix == ".gz" else path).suffix.lower()
     if suffix not in GENERIC_SUFFIXES:
         raise InputError(f"expected one of {', '.join(GENERIC_SUFFIXES)} (gzipped or not)", path=path)
-    rows = read_records(path, on_error=report)
+    rows = read_parquet_records(path) if suffix == ".parquet" else read_records(path, on_error=report)
+    if not rows:
+        raise InputError("no records read; formats tried: JSON Lines, a JSON list, concatenated JSON objects, CSV, TSV, parquet "
+                         "(records of id, text, image, label)", path=path)
     if suffix in (".csv", ".tsv") and rows and "text" not in rows[0][1]:
         raise InputError(f"header lacks a 'text' column (has: {', '.join(rows[0][1])})", path=path, line=1)
     return rows
@@ -366,7 +512,9 @@ def _generic(rec: dict[str, Any], path: Path, line: int, labels: list[str] | Non
     if text is None or not str(text).strip():
         raise InputError("missing or empty 'text'", path=path, line=line, item=item_id)
     image = None
-    if rec.get("image"):
+    if isinstance(rec.get("image"), dict):
+        image = embedded_image(rec["image"], image_cache(path), _safe_name(item_id))
+    elif rec.get("image"):
         image = _image(path.parent, str(rec["image"]), path, line, item_id, check_images)
     label = _norm_label(rec.get("label"), labels, multi, path, line, item_id)
     extra = {k: v for k, v in rec.items() if k not in ("id", "text", "image", "label")}

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,17 @@ def _request(sample: Sample, model: Any) -> Any:
     return Request(sample.input["prompt"], image if (image is not None and model.accepts_images) else None)
 
 
+@contextmanager
+def _naming_records(samples: list[Sample]) -> Iterator[None]:
+    """An unreadable image names the item that uses it as well as the file."""
+    from annotaudit.models.base import image_error_item
+
+    try:
+        yield
+    except InputError as err:
+        raise image_error_item(err, [(s.id, s.input.get("image")) for s in samples]) from None
+
+
 def annotate_generate(model: Any, samples: list[Sample], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
     """Sample `cfg.samples` replies per item, extract a label from each, keep the majority.
 
@@ -93,7 +105,8 @@ def annotate_generate(model: Any, samples: list[Sample], task: Task, cfg: RunCon
     seed = (cfg.seed + zlib.crc32(samples[0].id.encode())) % 2**31
     gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
                                top_p=cfg.top_p, num_samples=cfg.samples, seed=seed)
-    gens = model.generate([_request(s, model) for s in samples], gen_cfg)
+    with _naming_records(samples):
+        gens = model.generate([_request(s, model) for s in samples], gen_cfg)
     out = []
     for sample, gen in zip(samples, gens):
         labels = [extract(t, task) for t in gen.texts]
@@ -109,7 +122,8 @@ def annotate_score(model: Any, samples: list[Sample], task: Task, cfg: RunConfig
     requests = [_request(s, model) for s in samples]
     prompts = [model.render_prompt(r.prompt, r.image is not None) for r in requests]
     conts = [[_continuation(p, task.verbalizers[lab]) for lab in task.labels] for p in prompts]
-    logps = model.score(requests, conts)
+    with _naming_records(samples):
+        logps = model.score(requests, conts)
     out = []
     for sample, prompt, lp in zip(samples, prompts, logps):
         top = max(lp)
@@ -131,17 +145,23 @@ def prepare(cfg: RunConfig, strict: bool = False) -> tuple[Task, list[Item], Pro
     return task, items[: cfg.limit] if cfg.limit else items, problems
 
 
-def _config(cfg: RunConfig, task: Task) -> dict[str, Any]:
+def _config(cfg: RunConfig, task: Task, engine: Any = None) -> dict[str, Any]:
     """What run.json records: the options, the task itself, and a fingerprint of the data, so an edited input is refused."""
-    return {**asdict(cfg), "task_spec": task.describe(), "inputs": {"data": fingerprint(cfg.data)}}
+    from annotaudit.models.base import engine_config
+
+    return {**asdict(cfg), **engine_config(engine), "task_spec": task.describe(), "inputs": {"data": fingerprint(cfg.data)}}
 
 
 def run(cfg: RunConfig, out: str | Path, force: bool = False, strict: bool = False,
-        on_problem: Callable[[InputError], None] | None = None) -> dict[str, Any]:
+        on_problem: Callable[[InputError], None] | None = None, engine: Any = None) -> dict[str, Any]:
     """Annotate, merge, judge and measure; returns the metrics (empty on processes other than the main one).
 
     `on_problem` also receives each bad record that was skipped (they are shown and saved to problems.jsonl anyway).
+    `engine` (EngineOptions) says how to reach a model server; its request cache defaults to <out>/cache.
     """
+    from annotaudit.models.base import EngineOptions
+
+    engine = (engine or EngineOptions()).for_run(out)
     task, items, problems = prepare(cfg, strict)
     samples = to_samples(task, items)
     if on_problem is not None:
@@ -151,14 +171,14 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, strict: bool = Fal
     def solver(device: str | None) -> Callable[[list[Sample]], list[dict[str, Any]]]:
         from annotaudit.models import load_model
 
-        model = load_model(cfg.model, device=device)
+        model = load_model(cfg.model, device=device, engine=engine)
         answer = annotate_score if cfg.mode == "score" else annotate_generate
         return lambda batch: answer(model, batch, task, cfg)
 
     def after(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return judge(folder, records, task, cfg.judge, cfg.batch_size) if cfg.judge else records
+        return judge(folder, records, task, cfg.judge, cfg.batch_size, engine=engine) if cfg.judge else records
 
-    return run_samples(out, _config(cfg, task), samples, solver, lambda records: metrics.compute(records, task),
+    return run_samples(out, _config(cfg, task, engine), samples, solver, lambda records: metrics.compute(records, task),
                        report=_report(task), problems=problems, batch_size=cfg.batch_size, force=force,
                        description=f"{task.name} · {cfg.model} · {cfg.mode}", after=after)
 
@@ -178,7 +198,8 @@ JUDGE_PROMPT = (
 )
 
 
-def judge(out: str | Path, records: list[dict[str, Any]], task: Task, judge_name: str, batch_size: int = 8) -> list[dict[str, Any]]:
+def judge(out: str | Path, records: list[dict[str, Any]], task: Task, judge_name: str, batch_size: int = 8,
+          engine: Any = None) -> list[dict[str, Any]]:
     """A second model reads each unanswered reply and picks a label, or "none"; picks are marked judged.
 
     The judge scores the options rather than generating, so it always gives one of them. Records it
@@ -193,7 +214,7 @@ def judge(out: str | Path, records: list[dict[str, Any]], task: Task, judge_name
         return records
     from annotaudit.models import Request, load_model
 
-    model = load_model(judge_name)
+    model = load_model(judge_name, engine=engine)
     options = task.labels + ["none"]
     words = [task.verbalizers[lab] for lab in task.labels] + ["None"]
     listed = ", ".join(words[:-1]) + " or None"

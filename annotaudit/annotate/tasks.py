@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import Problems
+from annotaudit.core.io import Problems, read_text
 
 from . import readers
 
@@ -67,6 +67,7 @@ class Task:
                 raise ValueError(f"task {self.name!r}: {key} names unknown label(s) {', '.join(unknown)}")
         self.verbalizers = {lab: str(self.verbalizers.get(lab, lab.replace("_", " ").capitalize())) for lab in self.labels}
         self.patterns = {lab: _as_list(self.patterns.get(lab)) or [_word(lab)] for lab in self.labels}
+        _check_patterns(self.name, self.patterns)
         if self.dataset not in DATASETS:
             raise ValueError(f"task {self.name!r}: dataset must be one of {', '.join(DATASETS)}")
         fields = {f for _, f, _, _ in string.Formatter().parse(self.prompt) if f}
@@ -123,6 +124,18 @@ class Task:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "labels": self.labels, "prompt": self.prompt, "verbalizers": self.verbalizers,
                 "patterns": self.patterns, "negated": self.negated, "combine": self.combine, "multi_label": self.multi_label}
+
+
+def _check_patterns(name: str, patterns: dict[str, list[str]]) -> None:
+    """Compile every pattern now, so a typo stops the run before any model loads."""
+    import regex
+
+    for label, found in patterns.items():
+        for pattern in found:
+            try:
+                regex.compile(pattern)
+            except regex.error as exc:
+                raise ValueError(f"task {name!r}: pattern {pattern!r} of label {label!r} is not a valid regular expression: {exc}") from None
 
 
 def _as_list(value: Any) -> list[str]:
@@ -227,7 +240,7 @@ def load_task_file(path: str | Path) -> Task:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no task file at {path}")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else yaml.load(text, Loader=_YamlLoader)
     except tomllib.TOMLDecodeError as exc:
@@ -268,10 +281,14 @@ def read_items(task: Task, data: str | Path, split: str | None = None, languages
     `split` field is the split, or the file `<split>.jsonl` (.csv, .tsv) in a folder.
     """
     if task.dataset == "hateful_memes":
-        return readers.read_hateful_memes(data, split or "test_unseen", strict=strict, problems=problems, check_images=check_images)
+        split = split or "test_unseen"
+        return _some(readers.read_hateful_memes(data, split, strict=strict, problems=problems, check_images=check_images), data,
+                     f"Hateful Memes records in split {split!r} ({split}.jsonl or parquet)", problems)
     if task.dataset == "mmimdb":
-        return readers.read_mmimdb(data, split or "dev", task=task.options.get("task", "drama_comedy"), strict=strict,
-                                   problems=problems, plot=task.options.get("plot", "first"), check_images=check_images)
+        split = split or "dev"
+        items = readers.read_mmimdb(data, split, task=task.options.get("task", "drama_comedy"), strict=strict,
+                                    problems=problems, plot=task.options.get("plot", "first"), check_images=check_images)
+        return _some(items, data, f"MM-IMDb movies in split {split!r} of split.json", problems)
     if task.dataset == "xnli":
         return readers.read_xnli(data, languages or ["en"], strict=strict, problems=problems)
     data = Path(data)
@@ -283,6 +300,14 @@ def read_items(task: Task, data: str | Path, split: str | None = None, languages
     if not any("split" in it.meta for it in items):
         raise InputError(f"no 'split' field to pick split {split!r} from; give a folder of <split>.jsonl files instead", path=data)
     return [it for it in items if str(it.meta.get("split")) == split]
+
+
+def _some(items: list[readers.Item], data: str | Path, expected: str, problems: Problems | None) -> list[readers.Item]:
+    """Reading nothing is an error that says what was looked for (and how many records were skipped)."""
+    if not items:
+        skipped = f"; {len(problems)} bad record(s) skipped" if problems else ""
+        raise InputError(f"no items: expected {expected}{skipped}", path=data)
+    return items
 
 
 def _split_file(folder: Path, split: str | None) -> Path:

@@ -271,8 +271,13 @@ def read_captions(path: str | Path, image_map: dict[str, int] | None = None, pro
         path = path / RECORDS
     problems = problems if problems is not None else Problems()
     listed = path.suffix.lower() != ".jsonl" and path.is_file() and read_text(path).lstrip().startswith("[")
+    rows = read_records(path, on_error=problems)
+    if len(rows) == 1 and isinstance(rows[0][1].get("logs"), list):  # lmms-eval's older per-task JSON: {"args": ..., "logs": [samples]}
+        rows, listed = [(k, rec) for k, rec in enumerate(rows[0][1]["logs"], 1) if isinstance(rec, dict)], True
+    if not rows:
+        raise InputError(f"no captions read; formats tried: {CAPTION_FORMATS_TRIED}", path=path)
     captions = []
-    for n, rec in read_records(path, on_error=problems):
+    for n, rec in rows:
         where = {"path": path, "item": str(n)} if listed else {"path": path, "line": n}
         cap = _caption(rec, image_map, where)
         if isinstance(cap, InputError):
@@ -285,9 +290,15 @@ def read_captions(path: str | Path, image_map: dict[str, int] | None = None, pro
     return captions
 
 
+CAPTION_FORMATS_TRIED = ("JSON Lines, a JSON list or concatenated JSON objects of {image_id, caption} or {question_id, text} with --image-map, "
+                         "CSV/TSV with those columns, annotaudit records, lmms-eval coco_cap_chair samples (doc, resps/filtered_resps)")
+
+
 def _caption(rec: dict[str, Any], image_map: dict[str, int] | None, where: dict[str, Any]) -> Caption | InputError:
     if all(k in rec for k in RECORD_KEYS):
         return _recorded_caption(rec, where)
+    if isinstance(rec.get("doc"), dict) and ("resps" in rec or "filtered_resps" in rec):
+        return _lmms_eval_caption(rec, where)
     text = rec.get("caption", rec.get("text"))
     if not isinstance(text, str):
         return InputError("no caption: expected a 'caption' (or POPE-style 'text') field", **where)
@@ -304,6 +315,32 @@ def _caption(rec: dict[str, Any], image_map: dict[str, int] | None, where: dict[
     prompt_id = rec.get("prompt_id")
     extra = {"id": rec.get("id", rec.get("question_id")), "prompt": rec.get("prompt"), "image": rec.get("image", image_id)}
     return Caption(image_id, text, 0, str(prompt_id) if prompt_id is not None else None, extra)
+
+
+def _first_text(value: Any) -> str | None:
+    while isinstance(value, list | tuple):
+        if not value:
+            return None
+        value = value[0]
+    return value if isinstance(value, str) else None
+
+
+def _lmms_eval_caption(rec: dict[str, Any], where: dict[str, Any]) -> Caption | InputError:
+    """A sample of lmms-eval's coco_cap_chair log: the caption is the (filtered) response, the image id the doc's
+    question_id, and the doc's gt_object (or the logged metric's 'answer') its ground truth."""
+    doc = rec["doc"]
+    text = _first_text(rec.get("filtered_resps")) if rec.get("filtered_resps") is not None else _first_text(rec.get("resps"))
+    if text is None:
+        return InputError("lmms-eval sample without a text response (resps / filtered_resps)", **where)
+    scored = next((v for k, v in rec.items() if k.startswith("coco_cap_") and isinstance(v, dict)), {})
+    image_id = parse_image_id(doc.get("image_id", doc.get("question_id", scored.get("image_id"))))
+    if image_id is None:
+        return InputError(f"no usable image id (doc question_id {doc.get('question_id')!r})", **where)
+    truth = doc.get("gt_object", scored.get("answer"))
+    extra = {"id": rec.get("doc_id", image_id), "prompt": None, "image": doc.get("image_path", image_id)}
+    if isinstance(truth, list):
+        extra["target"] = [str(t) for t in truth]
+    return Caption(image_id, text, 0, None, extra)
 
 
 def _recorded_caption(rec: dict[str, Any], where: dict[str, Any]) -> Caption | InputError:
@@ -462,7 +499,7 @@ def _recorded_truth(captions: list[Caption], source: Path) -> dict[int, set[str]
         target = cap.extra.get("target")
         if not isinstance(target, list):
             raise InputError("give --ground-truth FILE, or --instances FILE (with --captions-ref FILE): "
-                             "only the records of a CHAIR run carry their own ground truth", path=source, line=cap.line)
+                             "only the records of a CHAIR run and lmms-eval coco_cap_chair logs carry their own ground truth", path=source, line=cap.line)
         truth.setdefault(cap.image_id, set()).update(map(str, target))
     return truth
 

@@ -90,6 +90,8 @@ def choose_images(index: dict[int, Path], truth: dict[int, set[str]], image_ids:
                 raise InputError(f"image {image_id} has no ground truth", path=image_ids, line=n)
             if image_id not in chosen:
                 chosen.append(image_id)
+        if not chosen:
+            raise InputError("no image ids: expected one image id or COCO file name a line, or a JSON list of them", path=image_ids)
         return chosen
     if not sample or sample < 1:
         raise InputError("give --image-ids FILE or --sample N (N >= 1)")
@@ -102,20 +104,29 @@ def choose_images(index: dict[int, Path], truth: dict[int, set[str]], image_ids:
 def run_chair(
     model: str, images_dir: str | Path, truth: dict[int, set[str]], out: str | Path, prompts: dict[str, str], image_ids: str | Path | None = None,
     sample: int | None = None, seed: int = 0, max_new_tokens: int = 512, batch_size: int = 4, language: str = "en", fix_quirks: bool = False,
-    force: bool = False, truth_source: str = "", loader: Any = None,
+    force: bool = False, truth_source: str = "", loader: Any = None, engine: Any = None,
 ) -> dict[str, Any]:
     """Caption the chosen images under every prompt (resuming), then score; returns the metrics.
 
     One sample per (prompt, image), id "<prompt_id>:<image_id>"; an image's prompts share a batch,
-    so `batch_size` captions make about batch_size / len(prompts) images a batch.
+    so `batch_size` captions make about batch_size / len(prompts) images a batch. `engine` (EngineOptions)
+    says how to reach a model server; its request cache defaults to <out>/cache.
     """
+    from annotaudit.models.base import EngineOptions, engine_config
+
+    engine = (engine or EngineOptions()).for_run(out)
     index = index_images(images_dir)
     chosen = choose_images(index, truth, image_ids, sample, seed)
+    for iid in chosen:  # before any model loads: a symlink out of the folder is refused
+        try:
+            safe_path(images_dir, index[iid].name)
+        except InputError as exc:
+            raise InputError(exc.message, path=index[iid], item=str(iid)) from None
     config = {
         "model": model, "images": str(Path(images_dir).resolve()), "images_fingerprint": fingerprint(images_dir),
         "image_ids_file": str(Path(image_ids).resolve()) if image_ids is not None else None, "image_ids_fingerprint": fingerprint(image_ids),
         "image_ids": chosen, "prompts": prompts, "seed": seed, "max_new_tokens": max_new_tokens, "language": language, "fix_quirks": fix_quirks,
-        "ground_truth": truth_source, "ground_truth_fingerprint": _truth_fingerprint(truth, chosen),
+        "ground_truth": truth_source, "ground_truth_fingerprint": _truth_fingerprint(truth, chosen), **engine_config(engine),
     }
     samples = [
         Sample(f"{pid}:{iid}", {"prompt": text, "image": index[iid].name}, sorted(truth[iid]), {"prompt_id": pid, "image_id": iid}, group=str(iid))
@@ -123,7 +134,7 @@ def run_chair(
     ]
 
     def solver(device: str | None):
-        return _captioner(model, Path(images_dir), max_new_tokens, seed, language, fix_quirks, loader, device)
+        return _captioner(model, Path(images_dir), max_new_tokens, seed, language, fix_quirks, loader, device, engine)
 
     metrics = run_samples(out, config, samples, solver, lambda records: {**chair_metrics(records, language, fix_quirks), "model": model},
                           report=chair_report_writer(f"CHAIR of {model}"), batch_size=max(1, batch_size // len(prompts)),
@@ -137,18 +148,24 @@ def _truth_fingerprint(truth: dict[int, set[str]], chosen: list[int]) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def _captioner(model_name: str, images_dir: Path, max_new_tokens: int, seed: int, language: str, fix_quirks: bool, loader: Any, device: str | None):
+def _captioner(model_name: str, images_dir: Path, max_new_tokens: int, seed: int, language: str, fix_quirks: bool, loader: Any, device: str | None,
+               engine: Any = None):
     """Load the model and return answer(batch) -> records, each caption scored as it is made."""
     from annotaudit.models import GenerationConfig, Request, load_model
+    from annotaudit.models.base import image_error_item
 
-    model = loader(model_name) if loader is not None else load_model(model_name, device=device)
+    model = loader(model_name) if loader is not None else load_model(model_name, device=device, engine=engine)
     if not model.accepts_images:
         raise InputError(f"model {model_name!r} does not take images; CHAIR needs a vision-language model")
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, seed=seed)
     ext = extractor(language, fix_quirks)
 
     def answer(batch: list[Sample]) -> list[dict[str, Any]]:
-        gens = model.generate([Request(s.input["prompt"], image=safe_path(images_dir, s.input["image"])) for s in batch], config)
+        requests = [Request(s.input["prompt"], image=safe_path(images_dir, s.input["image"])) for s in batch]
+        try:
+            gens = model.generate(requests, config)
+        except InputError as err:
+            raise image_error_item(err, [(s.id, r.image) for s, r in zip(batch, requests)]) from None
         records = []
         for s, g in zip(batch, gens):
             prediction, scores = caption_scores(g.text, set(s.target), ext)

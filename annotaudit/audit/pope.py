@@ -143,35 +143,18 @@ def read_questions(path: str | Path) -> list[dict[str, Any]]:
 
 def read_answers(path: str | Path) -> list[dict[str, Any]]:
     """Answer records carrying 'answer' (POPE's own format) or 'text'."""
+    return answer_lines(_read_lines(path), path)
+
+
+def answer_lines(records: list[tuple[int, dict[str, Any]]], path: str | Path) -> list[dict[str, Any]]:
+    """Answer records (line, record) with the answer text in `_answer` and the line in `_line`."""
     out = []
-    for n, rec in _read_lines(path):
+    for n, rec in records:
         text = rec.get("answer", rec.get("text"))
         if text is None:
             raise InputError("an answer line needs 'answer' or 'text'", path=path, line=n)
-        out.append({**rec, "_answer": "" if text is None else str(text), "_line": n})
+        out.append({**rec, "_answer": str(text), "_line": n})
     return out
-
-
-def pair_answers(questions: list[dict], answers: list[dict], answers_path: str | Path = "answers") -> list[tuple[dict, str]]:
-    """Pair by question_id when both files have it, otherwise by line order as POPE does."""
-    if all("question_id" in a for a in answers):
-        by_id: dict[str, dict] = {}
-        for a in answers:
-            if str(a["question_id"]) in by_id:
-                raise InputError(f"question_id {a['question_id']!r} is answered twice (first on line {by_id[str(a['question_id'])]['_line']})",
-                                 path=answers_path, line=a["_line"])
-            by_id[str(a["question_id"])] = a
-        known = {str(q["question_id"]) for q in questions}
-        for a in answers:
-            if str(a["question_id"]) not in known:
-                raise InputError(f"question_id {a['question_id']!r} is not in the questions file", path=answers_path, line=a["_line"])
-        missing = [q for q in questions if str(q["question_id"]) not in by_id]
-        if missing:
-            raise InputError(f"{len(missing)} questions have no answer (first: question_id {missing[0]['question_id']!r})", path=answers_path)
-        return [(q, by_id[str(q["question_id"])]["_answer"]) for q in questions]
-    if len(answers) != len(questions):
-        raise InputError(f"{len(answers)} answers for {len(questions)} questions; without question_id they pair by line order", path=answers_path)
-    return [(q, a["_answer"]) for q, a in zip(questions, answers)]
 
 
 # Parsers ---------------------------------------------------------------------------------------
@@ -251,10 +234,12 @@ def metrics(labels: list[str], predictions: list[str]) -> dict[str, Any]:
 
 
 def score_answers(questions_path: str | Path, answers_path: str | Path, parser: str = "pope", language: str = "en") -> dict[str, Any]:
-    """Metrics of an answers file against a questions file, POPE's way by default."""
+    """Metrics of an answers file against a questions file, POPE's way by default, after the alignment check."""
+    from .pope_formats import paired_inputs
+
     parse = get_parser(parser)
     if language not in LANGUAGES:
         raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
-    pairs = pair_answers(read_questions(questions_path), read_answers(answers_path), answers_path)
-    result = metrics([q["label"] for q, _ in pairs], [parse(a, language) for _, a in pairs])
-    return {**result, "parser": parser, "language": language}
+    pairs, verdict = paired_inputs(questions_path, answers_path)
+    result = metrics([q["label"] for q, _ in pairs], [parse(a["answer"], language) for _, a in pairs])
+    return {**result, "parser": parser, "language": language, "alignment": verdict}

@@ -227,12 +227,18 @@ def build_question_files(
         objs, files = objects_from_json(objects), None
     else:
         objs, files = objects_from_coco(list(annotations or []), list(captions or []) or None)
-    sets = build_question_sets(
-        objs, settings, n_images=images, per_image=per_image, min_objects=min_objects, seed=seed, language=language,
-        file_names=files, image_pattern=image_pattern,
-        frequency_table=_table(frequency, dict, 'a frequency table {"object": count}'),
-        co_occur_table=_table(co_occur, dict, 'a co-occurrence table {"object": ["object", ...]}'),
-    )
+    try:
+        sets = build_question_sets(
+            objs, settings, n_images=images, per_image=per_image, min_objects=min_objects, seed=seed, language=language,
+            file_names=files, image_pattern=image_pattern,
+            frequency_table=_table(frequency, dict, 'a frequency table {"object": count}'),
+            co_occur_table=_table(co_occur, dict, 'a co-occurrence table {"object": ["object", ...]}'),
+        )
+    except InputError as err:
+        if err.path is not None:
+            raise
+        source = objects or ", ".join(str(a) for a in annotations or [])
+        raise InputError(err.message, path=source, item=err.item) from None
     paths = output_paths(out, settings)
     for s, path in paths.items():
         write_questions(path, sets[s])

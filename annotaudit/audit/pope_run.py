@@ -27,10 +27,8 @@ from .pope import (
     TEMPLATES,
     get_parser,
     metrics,
-    pair_answers,
     parse_question,
     question_text,
-    read_answers,
     read_questions,
 )
 
@@ -103,7 +101,11 @@ def pope_samples(sets: dict[str, list[dict[str, Any]]], files: dict[str, Path], 
         checked: set[str] = set()
         for q in questions:
             if q["image"] not in checked:
-                if not safe_path(images, q["image"]).is_file():
+                try:
+                    found = safe_path(images, q["image"]).is_file()
+                except InputError as err:
+                    raise InputError(err.message, path=files[s], line=q.get("_line")) from None
+                if not found:
                     raise InputError(f"image {q['image']!r} not found in {images}", path=files[s], line=q.get("_line"))
                 checked.add(q["image"])
         for v in variants:
@@ -128,18 +130,25 @@ def answer_questions(model: Any, samples: list[Sample], images_dir: str | Path, 
     scores (score mode): logp_yes, logp_no and score = their difference.
     """
     from annotaudit.models import GenerationConfig, Request
+    from annotaudit.models.base import image_error_item
 
     requests = [Request(s.input["prompt"], str(safe_path(images_dir, s.input["image"]))) for s in samples]
+    users = [(s.id, r.image) for s, r in zip(samples, requests)]
+    if mode not in MODES:
+        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    try:
+        if mode == "generate":
+            gens = model.generate(requests, GenerationConfig(max_new_tokens=max_new_tokens))
+        else:
+            scores = model.score(requests, [list(CANDIDATES[language])] * len(requests))
+    except InputError as err:
+        raise image_error_item(err, users) from None
     if mode == "generate":
-        gens = model.generate(requests, GenerationConfig(max_new_tokens=max_new_tokens))
         return [make_record(s, PARSERS["pope"](g.text, language), g.text) for s, g in zip(samples, gens)]
-    if mode == "score":
-        yes, no = CANDIDATES[language]
-        scores = model.score(requests, [[yes, no]] * len(requests))
-        return [make_record(s, "yes" if lp_yes > lp_no else "no", yes if lp_yes > lp_no else no,
-                            {"logp_yes": lp_yes, "logp_no": lp_no, "score": lp_yes - lp_no})
-                for s, (lp_yes, lp_no) in zip(samples, scores)]
-    raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+    yes, no = CANDIDATES[language]
+    return [make_record(s, "yes" if lp_yes > lp_no else "no", yes if lp_yes > lp_no else no,
+                        {"logp_yes": lp_yes, "logp_no": lp_no, "score": lp_yes - lp_no})
+            for s, (lp_yes, lp_no) in zip(samples, scores)]
 
 
 # Metrics ---------------------------------------------------------------------------------------
@@ -246,11 +255,16 @@ def run_pope(
     calibration: float = 0.2,
     seed: int = 0,
     force: bool = False,
+    engine: Any = None,
 ) -> dict[str, Any]:
     """Answer every question of every setting and template, resumably, into one run folder.
 
     Returns the summary (setting -> metrics); metrics.json holds it with the per-template metrics.
+    `engine` (EngineOptions) says how to reach a model server; its request cache defaults to <out>/cache.
     """
+    from annotaudit.models.base import EngineOptions, engine_config
+
+    engine = (engine or EngineOptions()).for_run(out)
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if language not in LANGUAGES:
@@ -267,6 +281,7 @@ def run_pope(
         "fingerprints": {"questions": {s: fingerprint(p) for s, p in files.items()}, "images": fingerprint(images)},
         "model": model_name, "mode": mode, "prompt_variants": [v + 1 for v in variants], "language": language, "parser": "pope",
         "max_new_tokens": max_new_tokens if mode == "generate" else None, "calibration": calibration, "seed": seed,
+        **engine_config(engine),
     }
 
     def solver(device: str | None):
@@ -274,7 +289,7 @@ def run_pope(
         if isinstance(loaded, str):
             from annotaudit.models import load_model
 
-            loaded = load_model(loaded, device=device)
+            loaded = load_model(loaded, device=device, engine=engine)
         if not loaded.accepts_images:
             raise InputError(f"model {model_name!r} does not read images; POPE needs a vision-language model")
         return lambda batch: answer_questions(loaded, batch, images, mode, language, max_new_tokens)
@@ -295,16 +310,33 @@ def reparse(records: list[dict[str, Any]], parser: str, language: str) -> list[d
     return [{**r, "prediction": parse(r["raw"], language)} for r in records]
 
 
-def answer_file_records(questions: str | Path, answers: str | Path, parser: str = "pope", language: str = "en") -> list[dict[str, Any]]:
-    """Records (the run schema) of an answers file paired with its questions file; the setting is the questions file's stem."""
+def answer_file_records(questions: str | Path | None, answers: str | Path, parser: str = "pope", language: str = "en",
+                        labels: str | Path | None = None, answers_format: str = "auto") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Records (the run schema) of an answers file paired with its labels, and the alignment check's verdict.
+
+    Any format of audit.pope_formats; a POPE question file's setting is its stem, LLaVA's and the hub's their category.
+    """
+    from .pope_formats import paired_inputs
+
     parse = get_parser(parser)
-    setting = Path(questions).stem
+    pairs, verdict = paired_inputs(questions, answers, labels, answers_format)
+    several = len({q["setting"] for q, _ in pairs}) > 1
     records = []
-    for q, text in pair_answers(read_questions(questions), read_answers(answers), answers):
-        sample = Sample(id=str(q["question_id"]), input={"prompt": q["text"], "image": q["image"]}, target=q["label"],
-                        meta={"setting": setting, "template": 1, "question_id": q["question_id"]})
-        records.append(make_record(sample, parse(text, language), text))
-    return records
+    for q, a in pairs:
+        qid, setting = q["question_id"], str(q["setting"])
+        meta = {"setting": setting, "template": 1, "question_id": qid, "answer_line": a["_line"]}
+        if "label_line" in q:
+            meta.update(label_file=q["label_file"], label_line=q["label_line"])
+        sample = Sample(id=f"{setting}/1/{qid}" if several else str(qid), input={"prompt": q["text"] or a["text"], "image": q["image"]},
+                        target=q["label"], meta=meta)
+        records.append(make_record(sample, parse(a["answer"], language), a["answer"]))
+    return records, verdict
+
+
+def mean_f1(summary: dict[str, dict[str, Any]]) -> float | None:
+    """The mean F1 over the POPE settings present (LLaVA's published figure); None with fewer than two."""
+    values = [row["f1"] for s, row in summary.items() if s in SETTINGS and "f1" in row]
+    return statistics.fmean(values) if len(values) > 1 else None
 
 
 def score_pope(
@@ -315,16 +347,23 @@ def score_pope(
     parser: str = "pope",
     language: str | None = None,
     force: bool = False,
+    labels: str | Path | None = None,
+    answers_format: str = "auto",
 ) -> dict[str, Any]:
-    """Metrics of a finished run folder (`run`) or of an answers file against its questions, without a model.
+    """Metrics of a finished run folder (`run`) or of an answers file against its labels, without a model.
+
+    The labels come from `questions` (a POPE, LLaVA or hub parquet question file; LLaVA's needs the `labels`
+    folder of coco_pope_<setting>.json) or, when `questions` is None, from the answers file itself (lmms-eval
+    logs, VLMEvalKit sheets). Answers pair with labels only after every shared field agrees (audit.pope_formats).
 
     With `out`, a run folder like `audit pope run`'s (run.json, records.jsonl, metrics.json, report);
     `out` may be `run` itself, which rewrites its metrics and report (with the run's own parser).
     Returns the metrics (as in metrics.json).
     """
     get_parser(parser)
-    if (run is None) == (questions is None and answers is None):
-        raise InputError("give either a run folder (--run), or a questions file and an answers file (--questions, --answers)")
+    if (run is None) == (answers is None):
+        raise InputError("give either a run folder (--run), or an answers file (--answers) with its labels (--questions, --labels)")
+    verdict = None
     if run is not None:
         source = run_config(run)
         records = read_run_records(run)
@@ -342,19 +381,24 @@ def score_pope(
                   "calibration": calibration, "seed": seed}
         model = source.get("model")
     else:
-        if questions is None or answers is None:
-            raise InputError("scoring an answers file needs both the questions file and the answers file (--questions, --answers)")
         language = language or "en"
         if language not in LANGUAGES:
             raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
-        records = answer_file_records(questions, answers, parser, language)
+        records, verdict = answer_file_records(questions, answers, parser, language, labels, answers_format)
         mode, calibration, seed, changed, model = "generate", 0.2, 0, False, Path(answers).name
-        config = {"questions": str(Path(questions).resolve()), "answers": str(Path(answers).resolve()),
-                  "fingerprints": {"questions": fingerprint(questions), "answers": fingerprint(answers)},
-                  "model": None, "mode": mode, "language": language, "parser": parser, "calibration": calibration, "seed": seed}
+        inputs = {"questions": questions, "answers": answers, "labels": labels}
+        config = {**{k: str(Path(v).resolve()) if v is not None else None for k, v in inputs.items()},
+                  "fingerprints": {k: fingerprint(v) for k, v in inputs.items() if v is not None},
+                  "answers_format": answers_format, "model": None, "mode": mode, "language": language, "parser": parser,
+                  "calibration": calibration, "seed": seed}
 
     def metric(recs: list[dict[str, Any]]) -> dict[str, Any]:
-        return pope_metrics(recs, mode, language, calibration, seed, parser, model)
+        result = pope_metrics(recs, mode, language, calibration, seed, parser, model)
+        if mean_f1(result["summary"]) is not None:
+            result["mean_f1"] = mean_f1(result["summary"])
+        if verdict is not None:
+            result["alignment"] = verdict
+        return result
 
     if out is None:
         return metric(records)
@@ -396,6 +440,10 @@ def write_pope_report(records: list[dict[str, Any]], result: dict[str, Any], out
             row["yes-bias"] = _pct(summary[s], "yes_bias")
         rows.append(row)
     report.table(rows, caption="Accuracy, precision, recall, F1 and yes-ratio in %")
+    if result.get("mean_f1") is not None:
+        report.text(f"Mean F1 over the settings: {100 * result['mean_f1']:.2f} (the figure LLaVA publishes).")
+    if result.get("alignment"):
+        report.text(f"Answers and labels: {result['alignment']['message']}.")
     if mode == "score" and any("threshold" in summary[s] for s in settings):
         report.heading("Calibrated threshold")
         report.text("A threshold on log P(yes) − log P(no) fitted for accuracy on a held-out share of the images; raw and calibrated decisions on the remaining images.")

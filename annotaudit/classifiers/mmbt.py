@@ -182,11 +182,11 @@ def load_encoders(text_encoder: str, image_encoder: str | None) -> tuple[nn.Modu
 
     text_path = resolve_encoder(text_encoder)
     tokenizer = AutoTokenizer.from_pretrained(text_path)
-    text_model = AutoModel.from_pretrained(text_path)
+    text_model = AutoModel.from_pretrained(text_path, use_safetensors=True)
     if image_encoder is None:
         return text_model, tokenizer, None, None
     image_path = resolve_encoder(image_encoder)
-    return text_model, tokenizer, AutoModel.from_pretrained(image_path), AutoImageProcessor.from_pretrained(image_path)
+    return text_model, tokenizer, AutoModel.from_pretrained(image_path, use_safetensors=True), AutoImageProcessor.from_pretrained(image_path)
 
 
 def uses_segments(text_model: nn.Module) -> bool:

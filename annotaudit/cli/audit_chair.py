@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .options import FORCE, MODEL, RUN_FOLDER, STRICT
+from .options import BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, STRICT, TIMEOUT, TPM, engine_options
 
 app = typer.Typer(help="CHAIR: how many objects in a caption are not in the image.", no_args_is_help=True)
 
@@ -96,6 +96,13 @@ def chair_run_command(
     language: str = LANGUAGE,
     fix_quirks: bool = FIX,
     force: bool = FORCE,
+    base_url: str = BASE_URL,
+    concurrency: int = CONCURRENCY,
+    timeout: float = TIMEOUT,
+    rpm: int = RPM,
+    tpm: int = TPM,
+    cache_dir: Path = CACHE_DIR,
+    retries: int = RETRIES,
 ) -> None:
     """Caption images with a VLM under each prompt, then score CHAIR per prompt.
 
@@ -106,7 +113,8 @@ def chair_run_command(
 
     prompts = resolve_prompts(prompt_set, prompt or [])
     truth, source = resolve_ground_truth(ground_truth, instances or (), captions_ref or (), fix_quirks)
-    metrics = run_chair(model, images, truth, out, prompts, image_ids, sample, seed, max_new_tokens, batch_size, language, fix_quirks, force, source)
+    metrics = run_chair(model, images, truth, out, prompts, image_ids, sample, seed, max_new_tokens, batch_size, language, fix_quirks, force, source,
+                        engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries))
     _print_metrics(metrics)
     typer.echo(f"results in {out}")
 

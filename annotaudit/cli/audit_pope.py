@@ -10,10 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from annotaudit.audit.pope import METRIC_NAMES
+from annotaudit.core.errors import InputError
 
-from .options import FORCE, MODEL, RUN_FOLDER
+from .options import BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
 
 app = typer.Typer(help="POPE: poll a VLM about objects that are and are not in the image.", no_args_is_help=True)
+
+
+def _at_least_one(**options: int) -> None:
+    """Counts a user gave must be positive: 0 or -1 would silently build or answer nothing."""
+    for name, value in options.items():
+        if value < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
 def _print_table(title: str, rows: dict[str, dict]) -> None:
@@ -49,6 +57,7 @@ def pope_build_command(
     from annotaudit.audit.pope import read_questions
     from annotaudit.audit.pope_build import build_question_files
 
+    _at_least_one(images=images, per_image=per_image, min_objects=min_objects)
     paths = build_question_files(
         out, annotations=annotations, captions=captions, objects=objects, setting=setting, images=images, per_image=per_image,
         min_objects=min_objects, seed=seed, language=language, image_pattern=image_pattern, frequency=frequency, co_occur=co_occur,
@@ -73,6 +82,13 @@ def pope_run_command(
     calibration: float = typer.Option(0.2, help="Score mode: share of images held out to fit the threshold."),
     seed: int = typer.Option(0, help="Seed of the held-out split."),
     force: bool = FORCE,
+    base_url: str = BASE_URL,
+    concurrency: int = CONCURRENCY,
+    timeout: float = TIMEOUT,
+    rpm: int = RPM,
+    tpm: int = TPM,
+    cache_dir: Path = CACHE_DIR,
+    retries: int = RETRIES,
 ) -> None:
     """Ask a vision-language model every POPE question; resumes where a killed run stopped.
 
@@ -80,9 +96,13 @@ def pope_run_command(
     """
     from annotaudit.audit.pope_run import run_pope
 
+    _at_least_one(batch_images=batch_images, max_new_tokens=max_new_tokens)
+    if not 0 < calibration < 1:
+        raise InputError(f"--calibration is the share of images held out to fit the threshold, between 0 and 1 (got {calibration})")
     summary = run_pope(
         questions, images, model, out, setting=setting, mode=mode, prompt_variant=prompt_variant, language=language,
         batch_images=batch_images, max_new_tokens=max_new_tokens, calibration=calibration, seed=seed, force=force,
+        engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries),
     )
     _print_table(f"POPE {mode}: {model}", summary)
     typer.echo(f"results in {out} (report.md, report.html)")
@@ -91,8 +111,10 @@ def pope_run_command(
 @app.command("score")
 def pope_score_command(
     run: Path = typer.Option(None, "--run", help="A finished `audit pope run` folder: score its records.jsonl again, no model."),
-    questions: Path = typer.Option(None, "--questions", help="The POPE question file (labels), with --answers."),
-    answers: Path = typer.Option(None, "--answers", help="JSONL answers carrying 'answer' or 'text'."),
+    questions: Path = typer.Option(None, "--questions", help="Labelled questions: a POPE file, LLaVA's llava_pope_test.jsonl (with --labels) or the hub's parquet."),
+    answers: Path = typer.Option(None, "--answers", help="Answers: POPE/LLaVA lines, a run folder, lmms-eval samples, a VLMEvalKit .xlsx/.tsv sheet."),
+    labels: Path = typer.Option(None, "--labels", help="Folder of coco_pope_{adversarial,popular,random}.json, for a question file without labels (LLaVA's)."),
+    answers_format: str = typer.Option("auto", "--format", help="The answers' format: auto, pope, llava, records, lmms-eval or vlmevalkit."),
     parser: str = typer.Option("pope", help="pope (POPE's evaluate.py), strict or vlmevalkit."),
     language: str = typer.Option(None, help="en or it (Italian adds Sì/Non); default en, or the run's."),
     out: Path = typer.Option(None, "--out", help="Run folder to write: run.json, records.jsonl, metrics.json, report.md/html."),
@@ -100,16 +122,27 @@ def pope_score_command(
 ) -> None:
     """Score answers against POPE labels (POPE's way by default), or score a finished run again.
 
+    Answers pair with labels only when every field both carry (setting, image, object, label) agrees.
+
     Example: audit pope score --questions coco_pope_random.json --answers answers.jsonl --out scores/
+
+    Example: audit pope score --questions llava_pope_test.jsonl --labels pope/coco --answers llava-v1.5-13b.jsonl --out scores/
+
+    Example: audit pope score --answers samples_pope.jsonl --out scores/   (lmms-eval logs and VLMEvalKit sheets carry their labels)
 
     Example: audit pope score --run runs/pope-llava --parser strict --out runs/pope-llava-strict
     """
     from annotaudit.audit.pope_run import score_pope
 
-    result = score_pope(run=run, questions=questions, answers=answers, out=out, parser=parser, language=language, force=force)
+    result = score_pope(run=run, questions=questions, answers=answers, out=out, parser=parser, language=language, force=force,
+                        labels=labels, answers_format=answers_format)
     _print_table(f"POPE ({result['parser']} parser)", result["summary"])
     for setting, cells in result["templates"].items():
         for template, m in cells.items():
             typer.echo(json.dumps({"setting": setting, "template": int(template), **{k: m[k] for k in ("n", "tp", "fp", "tn", "fn", "unknown")}}))
+    if result.get("mean_f1") is not None:
+        typer.echo(f"mean F1 over settings: {100 * result['mean_f1']:.2f}")
+    if result.get("alignment"):
+        typer.echo(result["alignment"]["message"])
     if out:
         typer.echo(f"results in {out} (records.jsonl, metrics.json, report.md, report.html)")

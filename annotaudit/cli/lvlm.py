@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .options import FORCE, MODEL, RUN_FOLDER
+from .options import BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
 
 app = typer.Typer(help="Build, train and evaluate LLaVA-NeXT vision-language models from any causal LLM.", no_args_is_help=True)
 
@@ -83,6 +83,13 @@ def lvlm_eval_command(
     limit: int = typer.Option(None, help="Only the first N questions."),
     device: str = typer.Option(None, help="cuda, mps or cpu (default: the best there is)."),
     force: bool = FORCE,
+    base_url: str = BASE_URL,
+    concurrency: int = CONCURRENCY,
+    timeout: float = TIMEOUT,
+    rpm: int = RPM,
+    tpm: int = TPM,
+    cache_dir: Path = CACHE_DIR,
+    retries: int = RETRIES,
 ) -> None:
     """Greedy VQA under the four Italian formattings: exact and approximate match, mean, std, worst.
 
@@ -91,7 +98,7 @@ def lvlm_eval_command(
     from annotaudit.lvlm.evaluate import evaluate
 
     s = evaluate(model, task, images, out, formatting=formatting, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                 limit=limit, force=force, device=device)
+                 limit=limit, force=force, device=device, engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries))
     _print_scores(s)
     typer.echo(f"report: {out / 'report.html'}")
 

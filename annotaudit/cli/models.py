@@ -6,6 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from annotaudit.core.errors import InputError
 from annotaudit.models import registry
 
 app = typer.Typer(help="List the models annotaudit knows.\n\nExample: annotaudit models list", no_args_is_help=True)
@@ -18,6 +19,9 @@ def models_list_command(backend: str = typer.Option(None, help="Only models of t
     Example: annotaudit models list --backend instructblip
     """
     reg = registry()
+    known = sorted({e.backend for e in reg.entries()})
+    if backend and backend not in known:
+        raise InputError(f"no model has backend {backend!r}; backends: {', '.join(known)}")
     table = Table(title="annotaudit models")
     for col in ("name", "backend", "modality", "template", "checkpoint", "source"):
         table.add_column(col)

@@ -12,3 +12,23 @@ RUN_FOLDER: Path = typer.Option(
 )
 FORCE: bool = typer.Option(False, "--force", help="Discard an earlier run in --out made with other settings or other input files.")
 STRICT: bool = typer.Option(False, "--strict", help="Stop at the first bad input line instead of reporting and skipping it.")
+
+# How to reach a model server (openai:<model>); only --base-url enters the run configuration.
+BASE_URL: str = typer.Option(None, "--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 (default: the entry's, else $OPENAI_BASE_URL).")
+CONCURRENCY: int = typer.Option(8, "--concurrency", help="Requests in flight to a model server (set --batch-size at least as high).")
+TIMEOUT: float = typer.Option(120.0, "--timeout", help="Seconds a model server request may take before it is retried.")
+RPM: int = typer.Option(None, "--rpm", help="At most this many requests per minute to a model server.")
+TPM: int = typer.Option(None, "--tpm", help="At most this many tokens per minute to a model server (prompt estimate + max tokens).")
+CACHE_DIR: Path = typer.Option(None, "--cache-dir", help="Request cache folder, shareable between runs (default: <run folder>/cache).")
+RETRIES: int = typer.Option(5, "--retries", help="Retries of a failed server request (429, 5xx, timeouts, dropped connections).")
+
+
+def engine_options(base_url: str | None, concurrency: int, timeout: float, rpm: int | None, tpm: int | None, cache_dir: Path | None,
+                   retries: int):
+    """The EngineOptions of the shared options above."""
+    from annotaudit.models.base import EngineOptions
+
+    if concurrency < 1 or timeout <= 0 or retries < 0 or (rpm is not None and rpm < 1) or (tpm is not None and tpm < 1):
+        raise typer.BadParameter("--concurrency, --rpm and --tpm must be at least 1, --timeout above 0, --retries not negative")
+    return EngineOptions(base_url=base_url, concurrency=concurrency, timeout=timeout, rpm=rpm, tpm=tpm,
+                         cache_dir=str(cache_dir) if cache_dir else None, retries=retries)

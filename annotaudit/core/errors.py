@@ -16,3 +16,21 @@ class InputError(ValueError):
         if item is not None:
             where += f"item {item}: "
         super().__init__(where + message)
+
+
+class RequestFailed(RuntimeError):
+    """Requests to a model server that still failed after their retries; `errors` maps each failed
+    request's position in the batch to its error text. Its items are never answered from it."""
+
+    def __init__(self, errors: dict[int, str], total: int):
+        self.errors = errors
+        first = next(iter(errors.values()), "")
+        super().__init__(f"{len(errors)} of {total} requests failed; first: {first}")
+
+
+class RunIncomplete(RuntimeError):
+    """A run finished with items that failed; they are listed in failures.jsonl and a rerun retries them."""
+
+    def __init__(self, failed: int, path: str | Path):
+        self.failed, self.path = failed, path
+        super().__init__(f"{failed} item(s) failed (listed in {path}); rerun the same command to retry only them")

@@ -6,11 +6,13 @@ message everywhere and no write ever leaves half a file behind.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
 import json
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,14 +25,23 @@ from .errors import InputError
 def write_text(path: str | Path, text: str) -> Path:
     """Write a file atomically (temporary file, fsync, rename), so a crash never leaves half of it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(exc, path) from None
     return path
+
+
+def write_error(exc: OSError, path: Path) -> InputError:
+    """A failed write (disk full, read-only, a file where a folder should be) as one line naming the file."""
+    return InputError(f"cannot write: {exc.strerror or exc}", path=path)
 
 
 def dumps_line(obj: Any) -> str:
@@ -86,13 +97,19 @@ class JsonlLog:
         return {str(rec[self.key]) for rec in self}
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
-        lines = "".join(dumps_line(r) for r in records)
-        if not lines:
+        data = "".join(dumps_line(r) for r in records).encode("utf-8")
+        if not data:
             return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with open(self.path, "ab") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # a partly written batch goes, so no torn line is left behind
+                os.truncate(self.path, size)
+            raise write_error(exc, self.path) from None
 
 
 # Reading ---------------------------------------------------------------------------------------
@@ -118,7 +135,7 @@ def read_text(path: str | Path) -> str:
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
         raise InputError(f"not UTF-8 text (byte {exc.start})", path=path, line=line) from None
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise InputError(f"cannot read the file: {exc}", path=path) from None
 
 
@@ -152,7 +169,7 @@ def _decoded_lines(fh: Any, path: Path) -> Iterator[str]:
             raw = fh.readline(MAX_LINE_CHARS + 1)
         except UnicodeDecodeError as exc:
             raise InputError(f"not UTF-8 text (byte {exc.start})", path=path, line=n + 1) from None
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"cannot read the file: {exc}", path=path, line=n + 1) from None
         if not raw:
             return
@@ -352,7 +369,8 @@ def read_parquet_records(path: str | Path, columns: list[str] | None = None, ski
         wanted = [c for c in (columns or names) if c in names and c not in skip]
         out: list[tuple[int, dict[str, Any]]] = []
         for batch in table.iter_batches(columns=wanted, batch_size=1024):
-            out.extend((len(out) + k + 1, rec) for k, rec in enumerate(batch.to_pylist()))
+            start = len(out)
+            out += [(start + k + 1, rec) for k, rec in enumerate(batch.to_pylist())]
     except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
         raise InputError(f"not a readable parquet file: {exc}", path=path) from None
     return out

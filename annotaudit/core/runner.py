@@ -11,6 +11,7 @@ Every command writes the same folder:
     records.jsonl   one record per sample: id, input, target, prediction, raw, scores, meta
     metrics.json    the metric of the records
     problems.jsonl  every bad input that was skipped
+    failures.jsonl  items whose model requests still failed after retries (a rerun retries them)
     report.md/html
 
 and the records can be scored again without the model (`score_records` over `read_run_records`).
@@ -25,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
+from .errors import InputError, RequestFailed, RunIncomplete
 from .io import JsonlLog, Problems, iter_jsonl, read_json, write_json, write_jsonl
 from .runs import MANIFEST, RunDir, check_config, console, progress
 
-RECORDS, METRICS, PROBLEMS, SHARDS = "records.jsonl", "metrics.json", "problems.jsonl", "shards"
+RECORDS, METRICS, PROBLEMS, SHARDS, FAILURES = "records.jsonl", "metrics.json", "problems.jsonl", "shards", "failures.jsonl"
 REPORT_FILES = ("report.md", "report.html", "report_files")
 RECORD_KEYS = ("id", "input", "target", "prediction", "raw", "scores", "meta")
 
@@ -105,6 +106,88 @@ def batches(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
         yield [s for g in ordered[start : start + size] for s in g]
 
 
+@dataclass
+class EngineUsage:
+    """What model servers cost in this process: backends that send requests add to `USAGE`."""
+
+    engine: str | None = None  # the server of the model loaded last, None for in-process models
+    requests: int = 0
+    cached: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def counts(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if k != "engine"}
+
+
+USAGE = EngineUsage()
+
+
+def _usage_since(before: dict[str, int], seconds: float) -> dict[str, Any]:
+    now = USAGE.counts()
+    used: dict[str, Any] = {k: now[k] - before[k] for k in now}
+    tokens = used["prompt_tokens"] + used["completion_tokens"]
+    used["requests_per_second"] = round(used["requests"] / seconds, 3) if seconds > 0 else None
+    used["tokens_per_second"] = round(tokens / seconds, 1) if seconds > 0 else None
+    return used
+
+
+def _rates(before: dict[str, int], seconds: float) -> str:
+    used = _usage_since(before, seconds)
+    if not used["requests"]:
+        return ""
+    return f"{used['requests_per_second']:.1f} req/s · {used['tokens_per_second']:.0f} tok/s"
+
+
+def print_engine_bound(config: dict[str, Any], samples: list[Sample]) -> None:
+    """Before a run against a server: at most how many requests and tokens it will take."""
+    runs = max(1, int(config.get("samples") or 1))
+    max_tokens = int(config.get("max_new_tokens") or 0)
+    chars = sum(len(str(s.input.get("prompt") or s.input.get("question") or "")) for s in samples)
+    bound = f"at most {len(samples) * runs} generations ({len(samples)} items × {runs} samples)"
+    if max_tokens:
+        bound += f", ≤ {len(samples) * runs * max_tokens:,} completion tokens"
+    console.print(f"[cyan]{USAGE.engine}: {bound}, ~{chars // 3 * runs:,} prompt tokens (before retries; cache hits are free)")
+
+
+def answer_batch(answer: Solver, batch: list[Sample]) -> tuple[list[tuple[Sample, dict[str, Any]]], dict[str, str]]:
+    """Answer a batch; if some of its requests failed, answer its samples one at a time (what the first
+    try got is cached) and return the samples that still fail with their error."""
+    try:
+        records = answer(batch)
+    except RequestFailed:
+        pairs, failed = [], {}
+        for sample in batch:
+            try:
+                pairs.extend(zip([sample], answer([sample])))
+            except RequestFailed as exc:
+                failed[sample.id] = str(next(iter(exc.errors.values()), exc))
+        return pairs, failed
+    if len(records) != len(batch):
+        raise RuntimeError(f"the solver returned {len(records)} records for {len(batch)} samples")
+    return list(zip(batch, records)), {}
+
+
+def _failure_paths(out: Path) -> list[Path]:
+    return [out / FAILURES] + sorted((out / SHARDS).glob("failures.*.jsonl"))
+
+
+def _merge_failures(out: Path, samples: list[Sample]) -> int:
+    """One failures.jsonl in sample order, without items that have a record by now."""
+    done = finished(out)
+    failed: dict[str, dict[str, Any]] = {}
+    for path in _failure_paths(out)[1:]:
+        failed.update((str(r["id"]), r) for r in JsonlLog(path))
+        path.unlink()
+    rows = [failed[s.id] for s in samples if s.id in failed and s.id not in done]
+    if rows:
+        write_jsonl(out / FAILURES, rows)
+    elif (out / FAILURES).exists():
+        (out / FAILURES).unlink()
+    return len(rows)
+
+
 def _log_paths(out: Path) -> list[Path]:
     return [out / RECORDS] + sorted((out / SHARDS).glob("records.*.jsonl"))
 
@@ -175,14 +258,18 @@ def run_samples(
     check_config(out, config, force)
     rundir = None
     if procs.is_main:  # the lock first: nothing is read for resuming while another process may write
-        rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, PROBLEMS, SHARDS, *REPORT_FILES, *extra_outputs], start=False)
+        rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, PROBLEMS, SHARDS, FAILURES, *REPORT_FILES, *extra_outputs],
+                        start=False)
     procs.wait()
     # Batches are cut from all of this process's samples, finished or not, so a resumed run answers
     # exactly the batches an uninterrupted run would; a batch cut short by a kill is answered whole again.
     mine = [s for k, s in enumerate(samples) if k % procs.count == procs.index]
     done = {} if force and (rundir is None or rundir.replaces_old_run) else finished(out)
     todo = [b for b in batches(mine, batch_size) if any(s.id not in done for s in b)]
+    USAGE.engine = None
     answer = solver(procs.device) if todo else None  # the model loads before run.json is written: a typo leaves nothing behind
+    if answer is not None and USAGE.engine and procs.is_main:
+        print_engine_bound(config, [s for b in todo for s in b if s.id not in done])
     procs.wait()
     if procs.is_main:
         rundir.start()
@@ -192,40 +279,57 @@ def run_samples(
     procs.wait()
     done = finished(out, warn=procs.is_main)
     log = JsonlLog(out / RECORDS if procs.count == 1 else out / SHARDS / f"records.{procs.index}.jsonl")
-    started, n_done = time.time(), 0
+    started, n_done, before = time.time(), 0, USAGE.counts()
+    failed: dict[str, str] = {}
     if todo:
         label = description + (f" [{procs.index}]" if procs.count > 1 else "")
         with progress(label, sum(1 for b in todo for s in b if s.id not in done)) as advance:
             for batch in todo:
-                records = answer(batch)
-                if len(records) != len(batch):
-                    raise RuntimeError(f"the solver returned {len(records)} records for {len(batch)} samples")
-                new = [r for s, r in zip(batch, records) if s.id not in done]
+                pairs, batch_failed = answer_batch(answer, batch)
+                new = [r for s, r in pairs if s.id not in done]
                 log.append(new)
+                failed.update((i, e) for i, e in batch_failed.items() if i not in done)
                 n_done += len(new)
-                advance(len(new))
+                advance(len(new) + sum(1 for i in batch_failed if i not in done), note=_rates(before, time.time() - started))
+    if failed:
+        (out / SHARDS).mkdir(exist_ok=True)
+        write_jsonl(out / SHARDS / f"failures.{procs.index}.jsonl", [{"id": i, "error": e} for i, e in failed.items()])
     procs.wait()
     if not procs.is_main:
         return {}
+    n_failed = _merge_failures(out, samples)
     records = merge(out, samples)
-    if after is not None:
-        records = after(out, records)
-    result = score_records(out, records, metric, report, problems=len(problems or ()))
     seconds = time.time() - started
-    rundir.finish(items_this_session=n_done, processes=procs.count,
-                  items_per_second=round(n_done / seconds, 4) if n_done and seconds > 0 else None)
+    usage = _usage_since(before, seconds) if USAGE.engine or USAGE.counts() != before else None
+    if records:
+        if after is not None:
+            records = after(out, records)
+        result = score_records(out, records, metric, report, problems=len(problems or ()), failed=n_failed, usage=usage)
+    else:
+        result = {"failed": n_failed}
+    rundir.finish(items_this_session=n_done, processes=procs.count, failed=n_failed,
+                  items_per_second=round(n_done / seconds, 4) if n_done and seconds > 0 else None, **({"usage": usage} if usage else {}))
+    if n_failed:
+        raise RunIncomplete(n_failed, out / FAILURES)
     return result
 
 
 def score_records(out: str | Path, records: list[dict[str, Any]], metric: Metric, report: ReportFn | None = None,
-                  problems: int | None = None) -> dict[str, Any]:
-    """Metrics of records (fresh or read back from a run folder), written with the report."""
+                  problems: int | None = None, failed: int | None = None, usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Metrics of records (fresh or read back from a run folder), written with the report.
+
+    `failed` counts items left out because their requests failed; `usage` is what a model server cost this session.
+    """
     out = Path(out)
     if not records:
         raise InputError("no records to score", path=out)
     result = metric(records)
     if problems is not None:
         result["problems"] = problems
+    if failed:
+        result["failed"] = failed
+    if usage:
+        result["engine_usage"] = usage
     write_json(out / METRICS, result)
     if report is not None:
         report(records, result, out)
@@ -252,7 +356,9 @@ def rescore_run(run_dir: str | Path, metric: Metric, report: ReportFn | None = N
     """Score a finished run folder again from its records, without the model; metrics.json and the report are rewritten."""
     problems = Path(run_dir) / PROBLEMS
     count = sum(1 for _ in iter_jsonl(problems)) if problems.is_file() else None
-    return score_records(run_dir, read_run_records(run_dir), metric, report, problems=count)
+    failures = Path(run_dir) / FAILURES
+    failed = sum(1 for _ in iter_jsonl(failures)) if failures.is_file() else None
+    return score_records(run_dir, read_run_records(run_dir), metric, report, problems=count, failed=failed)
 
 
 def read_run_records(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -226,4 +226,4 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
     )
     with bar:
         task = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task, n)
+        yield lambda n=1, note="": bar.update(task, advance=n, description=f"{description} · {note}" if note else description)

@@ -116,11 +116,15 @@ def build_lvlm(vision_path: str | Path, llm_path: str | Path, out: str | Path, t
     vision_path, llm_path, out = str(vision_path), str(llm_path), Path(out)
     settings = {"vision": vision_path, "llm": llm_path, "template": template, "pinpoints": pinpoints, "dtype": dtype}
     check_config(out, settings, force)
+    for option, path in (("--vision", vision_path), ("--llm", llm_path)):
+        local = Path(path).expanduser()
+        if (local.is_absolute() or path.startswith((".", "~")) or local.exists()) and not (local / "config.json").is_file():
+            raise InputError(f"{option}: {'no config.json, not a model folder' if local.exists() else 'model folder not found'}", path=local)
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     chat_template = chat_template_for(template, tokenizer)
     _prepare_tokenizer(tokenizer)
-    llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
-    clip = CLIPVisionModel.from_pretrained(vision_path, dtype=llm.dtype)
+    llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype, use_safetensors=True)
+    clip = CLIPVisionModel.from_pretrained(vision_path, dtype=llm.dtype, use_safetensors=True)
     vcfg = clip.config
     pinpoints = pinpoints or default_pinpoints(vcfg.image_size)
     _check_pinpoints(pinpoints, vcfg.image_size)

@@ -28,6 +28,8 @@ def load_conversations(path: str | Path) -> list[dict[str, Any]]:
     """Read LLaVA JSON (a list), JSONL or concatenated objects; check ids, roles and the <image> placeholder."""
     path = Path(path)
     records = [rec for _, rec in read_records(path)]
+    if not records:
+        raise InputError("no conversations: expected a JSON list (or JSON Lines) of {id, image, conversations}", path=path)
     if len(records) == 1 and "conversations" not in records[0] and not any(k in records[0] for k in ("id", "image")):
         raise InputError("expected a JSON list of {id, image, conversations}", path=path)
     seen: set[str] = set()
@@ -167,14 +169,17 @@ def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None,
     ids, labels = (list(text[0]), list(text[1])) if text is not None else mask_conversation(processor.tokenizer, to_messages(rec), sid)
     pixel, size = None, None
     if rec.get("image"):
-        path = safe_path(images_dir or ".", rec["image"])
+        try:
+            path = safe_path(images_dir or ".", rec["image"])
+        except InputError as exc:
+            raise InputError(exc.message, item=sid) from None
         if pixels and image_cache is not None and path in image_cache:
             pixel, size = image_cache[path]
         else:
             try:
                 image = load_image(path)
-            except FileNotFoundError:
-                raise InputError(f"image not found: {path}", item=sid) from None
+            except InputError as exc:
+                raise InputError(exc.message, path=path, item=sid) from None
             size = (image.height, image.width)
             if pixels:
                 pixel = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]

@@ -122,16 +122,29 @@ def _item(row: dict[str, Any], n: int, task: str, path: Path) -> dict[str, Any]:
 def _open_image(image: Any, images_dir: str | Path | None, sid: str) -> Any:
     """A path under images_dir (extension guessed if missing), or embedded bytes (HF Parquet)."""
     if isinstance(image, dict) and image.get("bytes") is not None:
-        return Image.open(io.BytesIO(image["bytes"])).convert("RGB")
+        try:
+            return Image.open(io.BytesIO(image["bytes"])).convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            raise InputError(f"embedded image is not readable ({exc})", item=sid) from None
+    return _image_path(image, images_dir, sid)
+
+
+def _image_path(image: Any, images_dir: str | Path | None, sid: str) -> str:
+    """The image file inside images_dir, a guessed extension included; anything resolving outside it is refused."""
     if isinstance(image, dict):
         image = image.get("path")
-    path = safe_path(images_dir or ".", str(image))
-    if not path.is_file():
+    root = images_dir or "."
+    try:
+        path = safe_path(root, str(image))
+        if path.is_file():
+            return str(path)
         for ext in (".jpg", ".png", ".jpeg"):
-            if path.with_suffix(ext).is_file():
-                return str(path.with_suffix(ext))
-        raise InputError(f"image not found: {path}", item=sid)
-    return str(path)
+            guess = Path(str(image)).with_suffix(ext)
+            if (Path(root) / guess).is_file():
+                return str(safe_path(root, guess))
+    except InputError as exc:
+        raise InputError(exc.message, item=sid) from None
+    raise InputError(f"image not found: {path}", item=sid)
 
 
 def _image_name(image: Any) -> str:
@@ -189,11 +202,15 @@ def _report_fn(config: dict[str, Any]):
 
 def evaluate(model: str | Path, task: str, images_dir: str | Path | None, out: str | Path, formatting: str = "all",
              data: str | Path | None = None, batch_size: int = 8, max_new_tokens: int = 16, limit: int | None = None,
-             force: bool = False, device: str | None = None) -> dict[str, Any]:
+             force: bool = False, device: str | None = None, engine: Any = None) -> dict[str, Any]:
     """Answer every question under each formatting (resumable), score, and write records.jsonl, metrics.json and a report.
 
     `batch_size` counts prompts: whole questions go together (all their formattings share the opened image).
+    `engine` (EngineOptions) says how to reach a model server; its request cache defaults to <out>/cache.
     """
+    from annotaudit.models.base import EngineOptions, engine_config
+
+    engine = (engine or EngineOptions()).for_run(out)
     try:
         formattings = parse_formattings(formatting)
     except ValueError as exc:
@@ -204,13 +221,18 @@ def evaluate(model: str | Path, task: str, images_dir: str | Path | None, out: s
     items = load_task(task, data)[:limit]
     config = {"model": str(model), "task": task, "data": str(data) if data else None, "task_file": str(path),
               "task_fingerprint": fingerprint(path), "images": str(images_dir) if images_dir else None,
-              "formattings": formattings, "max_new_tokens": max_new_tokens, "limit": limit, "decoding": "greedy"}
+              "formattings": formattings, "max_new_tokens": max_new_tokens, "limit": limit, "decoding": "greedy",
+              **engine_config(engine)}
     images = {item["id"]: item["image"] for item in items}
+    for sid, image in images.items():  # every path checked before any model loads
+        if not (isinstance(image, dict) and image.get("bytes") is not None):
+            _image_path(image, images_dir, sid)
 
     def solver(run_device: str | None):
         from annotaudit.models import GenerationConfig, Request, load_model
+        from annotaudit.models.base import image_error_item
 
-        lm = load_model(str(model), device=device or run_device)
+        lm = load_model(str(model), device=device or run_device, engine=engine)
         if not lm.accepts_images:
             raise InputError(f"model {model} does not take images")
         gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
@@ -223,7 +245,10 @@ def evaluate(model: str | Path, task: str, images_dir: str | Path | None, out: s
                 if qid not in opened:
                     opened[qid] = _open_image(images[qid], images_dir, qid)
                 requests.append(Request(s.input["prompt"], opened[qid]))
-            outs = lm.generate(requests, gen)
+            try:
+                outs = lm.generate(requests, gen)
+            except InputError as err:
+                raise image_error_item(err, [(s.meta["question_id"], r.image) for s, r in zip(batch, requests)]) from None
             return [make_record(s, o.text.strip(), o.text, answer_scores(o.text, s.target)) for s, o in zip(batch, outs)]
 
         return answer

@@ -231,7 +231,7 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     processor = AutoProcessor.from_pretrained(cfg.model)
     dataset = ConversationDataset(records, processor, cfg.images, cfg.max_length, cache_images=cache_images)
     _check_samples(dataset, accelerator)
-    model = LlavaNextForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32)
+    model = LlavaNextForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=True)
     set_trainable(model, cfg.stage, cfg.tune_vision)
     if cfg.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # the newer name of the same switch

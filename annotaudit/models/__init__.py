@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import IMAGE_TEXT, TEXT, Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
+from .base import IMAGE_TEXT, TEXT, EngineOptions, Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
 from .registry import ENTRY_POINT_GROUP, Registry, UnknownModel, entry_from_checkpoint, register, registry
 
 _BACKEND_NAMES = ("BACKENDS", "backend", "pick_device", "pick_dtype")
@@ -23,11 +23,12 @@ def __getattr__(name: str) -> Any:
 
 
 def load_model(name: str | ModelEntry, device: str | None = None, dtype: str | None = None, trust_remote_code: bool | None = None,
-               allow_pickle: bool = False) -> LoadedModel:
+               allow_pickle: bool = False, engine: EngineOptions | None = None) -> LoadedModel:
     """Load a model by registry name, `hf:<hub id or path>`, local path, or entry.
 
     Weights come from safetensors (or GGUF); `allow_pickle` lets a checkpoint that has only pickle
-    weights load, for users who trust it.
+    weights load, for users who trust it. `engine` says how to reach a model server (`openai:` models);
+    in-process backends ignore it.
     """
     from dataclasses import replace
 
@@ -38,11 +39,13 @@ def load_model(name: str | ModelEntry, device: str | None = None, dtype: str | N
         entry = replace(entry, allow_pickle=True)
     if entry.backend not in BACKENDS:
         raise ValueError(f"model {entry.name!r} needs backend {entry.backend!r}, which is not installed; known: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[entry.backend](entry, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    cls = BACKENDS[entry.backend]
+    extra = {"engine": engine} if getattr(cls, "takes_engine_options", False) else {}
+    return cls(entry, device=device, dtype=dtype, trust_remote_code=trust_remote_code, **extra)
 
 
 __all__ = [
-    "BACKENDS", "ENTRY_POINT_GROUP", "IMAGE_TEXT", "TEXT", "Generation", "GenerationConfig", "LoadedModel", "ModelEntry",
+    "BACKENDS", "ENTRY_POINT_GROUP", "IMAGE_TEXT", "TEXT", "EngineOptions", "Generation", "GenerationConfig", "LoadedModel", "ModelEntry",
     "Registry", "Request", "UnknownModel", "backend", "entry_from_checkpoint", "load_image", "load_model", "pick_device",
     "pick_dtype", "register", "registry",
 ]

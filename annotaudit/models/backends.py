@@ -382,6 +382,17 @@ class LlavaNextModel(LlavaModel):
     model_class = "LlavaNextForConditionalGeneration"
 
 
+def _openai_backend(*args: Any, **kwargs: Any) -> LoadedModel:
+    """An OpenAI-compatible server; its module (and httpx) load only when such a model is named."""
+    from .openai_backend import OpenAIModel
+
+    return OpenAIModel(*args, **kwargs)
+
+
+_openai_backend.takes_engine_options = True  # type: ignore[attr-defined]
+BACKENDS["openai"] = _openai_backend  # type: ignore[assignment]
+
+
 @backend("instructblip")
 class InstructBlipModel(VisionMixin, Seq2SeqLM):
     """InstructBLIP with a Vicuna or a Flan-T5 language model; the Q-Former reads the instruction too."""

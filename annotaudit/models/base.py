@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from annotaudit.core.errors import InputError
 
 TEXT = "text"
 IMAGE_TEXT = "image+text"
@@ -29,6 +32,9 @@ class ModelEntry:
     tokenizer_kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: str = "built-in"
+    base_url: str | None = None  # an OpenAI-compatible server (backend "openai")
+    api_key_env: str | None = None  # the environment variable that holds its key (default OPENAI_API_KEY); never the key itself
+    served_name: str | None = None  # the model name the server knows (default: checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +59,30 @@ class GenerationConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to talk to a model server. None of these change results, so none enter a run's configuration
+    except `base_url`; in-process backends ignore them all."""
+
+    base_url: str | None = None
+    concurrency: int = 8
+    timeout: float = 120.0
+    rpm: int | None = None  # requests per minute
+    tpm: int | None = None  # tokens per minute (prompt estimate + max tokens)
+    cache_dir: str | None = None  # request cache; None: no cache
+    retries: int = 5
+    backoff: float = 1.0  # first retry waits about this long (seconds), doubling, with jitter
+
+    def for_run(self, out: str | Path) -> EngineOptions:
+        """These options for a run folder: the request cache defaults to <run folder>/cache."""
+        return replace(self, cache_dir=self.cache_dir or str(Path(out) / "cache"))
+
+
+def engine_config(engine: EngineOptions | None) -> dict[str, Any]:
+    """What of the engine options enters a run's configuration: only a base URL (it names the server)."""
+    return {"base_url": engine.base_url} if engine is not None and engine.base_url else {}
 
 
 ImageLike = Image.Image | str | Path
@@ -107,11 +137,26 @@ class LoadedModel(ABC):
 
 
 def load_image(image: ImageLike) -> Image.Image:
-    """Open an image as RGB; a missing file raises FileNotFoundError naming it."""
+    """Open an image as RGB; a missing, empty, truncated or undecodable file is an InputError naming it."""
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     path = Path(image)
     if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as img:
-        return img.convert("RGB")
+        raise InputError("image not found", path=path)
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        reason = "an empty file" if path.stat().st_size == 0 else str(exc).replace(str(path), "").replace("''", "").strip(" :")
+        raise InputError(f"not a readable image ({reason})", path=path) from None
+
+
+def image_error_item(err: InputError, users: Iterable[tuple[str, ImageLike | None]]) -> InputError:
+    """An image error raised while a batch loads its images, naming the first record (id, image) that uses the image."""
+    if err.path is None or err.item is not None:
+        return err
+    bad = Path(err.path).resolve()
+    for item, image in users:
+        if isinstance(image, str | Path) and Path(image).resolve() == bad:
+            return InputError(err.message, path=err.path, line=err.line, item=item)
+    return err

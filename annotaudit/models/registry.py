@@ -117,6 +117,8 @@ class Registry:
             return self._entries[name]
         if name.startswith("hf:"):
             return entry_from_checkpoint(name[3:])
+        if name.startswith("openai:") and len(name) > len("openai:"):
+            return openai_entry(name[len("openai:"):])
         if name.startswith("vllm:"):
             from .vllm_backend import entry_for
 
@@ -125,7 +127,7 @@ class Registry:
             return entry_from_checkpoint(name)
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownModel(f"unknown model {name!r}.{hint} See `annotaudit models list`, or use hf:<hub id or local path>.")
+        raise UnknownModel(f"unknown model {name!r}.{hint} See `annotaudit models list`, or use hf:<hub id or local path> or openai:<served model name>.")
 
 
 _VISION_BACKENDS = {"llava": "llava", "llava_next": "llava_next", "instructblip": "instructblip"}
@@ -144,6 +146,12 @@ def _read_config(checkpoint: str) -> dict:
         return AutoConfig.from_pretrained(checkpoint).to_dict()
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot find model {checkpoint!r} locally or on the hub: {str(exc).splitlines()[0]}") from None
+
+
+def openai_entry(model: str, name: str | None = None) -> ModelEntry:
+    """A model behind an OpenAI-compatible server; the server applies its chat template and may take images."""
+    return ModelEntry(name=name or f"openai:{model}", backend="openai", checkpoint=model, served_name=model, chat_template="server",
+                      modality=IMAGE_TEXT, source="ad hoc")
 
 
 def entry_from_checkpoint(checkpoint: str, name: str | None = None) -> ModelEntry:
