@@ -93,7 +93,7 @@ def test_fast_scorers_run_without_torch(tmp_path):
     answers.write_text("".join(json.dumps({"question_id": k, "text": ans}) + "\n" for k, ans in enumerate(["Yes.", "No", "No", "no"])))
     script = (
         "import sys\n"
-        f"sys.argv = ['audit', 'pope', 'score', '--questions', {str(questions)!r}, '--answers', {str(answers)!r}]\n"
+        f"sys.argv = ['audit', 'pope', 'score', '--questions', {str(questions)!r}, '--answers', {str(answers)!r}, '--out', {str(tmp_path / 'scores')!r}]\n"
         "from annotaudit.cli import main\n"
         "try:\n    main.audit_main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "sys.argv = ['annotate', 'extract', '--task', 'hateful_memes', 'Yes, it is hateful.']\n"

@@ -134,6 +134,8 @@ def pope_score_command(
     """
     from annotaudit.audit.pope_run import score_pope
 
+    if out is None and run is None:
+        raise InputError("--out is required: the run folder that keeps the records, metrics and report")
     result = score_pope(run=run, questions=questions, answers=answers, out=out, parser=parser, language=language, force=force,
                         labels=labels, answers_format=answers_format)
     _print_table(f"POPE ({result['parser']} parser)", result["summary"])

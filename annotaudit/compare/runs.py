@@ -1,0 +1,316 @@
+"""Read any mix of run folders, tell what each one is, and group them into table rows.
+
+A run's kind, dataset, model, prompt (or formatting), language and setting come from its manifest
+(`run.json` config) and its records. A row is (kind, dataset, model, prompt); languages and
+settings are its columns, so the English and Italian runs of one model share a row. Two runs that
+fill the same cell are an error unless `--label` names them apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import read_json, safe_path
+from annotaudit.core.runner import METRICS, read_run_records, run_config
+from annotaudit.core.runs import MANIFEST
+
+KINDS = ("pope", "chair", "vqa", "annotate", "mmbt")
+KIND_NAMES = {"pope": "POPE", "chair": "CHAIR", "vqa": "VQA", "annotate": "annotation", "mmbt": "MMBT"}
+SETTINGS = ("random", "popular", "adversarial")
+LANGUAGE_TOKENS = {"en", "it"}
+
+
+@dataclass
+class Entry:
+    """What one run (or one part of it: a setting, a prompt, a language, an MMBT arm) contributes to one row."""
+
+    kind: str
+    dataset: str
+    model: str
+    prompt: str
+    language: str
+    setting: str
+    run: Path
+    records: list[Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return self.kind, self.dataset, self.model, self.prompt
+
+    @property
+    def column(self) -> tuple[str, str]:
+        return self.language, self.setting
+
+
+# Names -----------------------------------------------------------------------------------------
+
+def model_name(value: Any) -> str:
+    """A short model name: a registry name as it is, a local model by its folder ('hf:/x/models/lvlm' -> 'lvlm')."""
+    text = str(value or "").removeprefix("hf:")
+    if "/" in text and (text.startswith(("/", ".", "~")) or Path(text).exists()):
+        return Path(text).name
+    return text or "?"
+
+
+def dataset_name(path: Any, fallback: str) -> str:
+    """A question or task file's name less its setting and language parts ('coco_pope_random' -> 'coco_pope')."""
+    if not path:
+        return fallback
+    parts = [p for p in re.split(r"[_\-]", Path(str(path)).stem) if p]
+    kept = [p for p in parts if p.lower() not in LANGUAGE_TOKENS and p.lower() not in SETTINGS]
+    return "_".join(kept) or fallback
+
+
+def setting_name(value: Any) -> str:
+    """'coco_pope_random' -> 'random'; other names as they are."""
+    text = str(value or "")
+    for s in SETTINGS:
+        if text == s or text.endswith("_" + s):
+            return s
+    return text
+
+
+def _config_of(run: Path | None) -> dict[str, Any]:
+    if run is None or not (run / MANIFEST).is_file():
+        return {}
+    return run_config(run)
+
+
+def _source_run(path: Any) -> Path | None:
+    """The run folder a re-scoring read its records from (the folder, or the folder of its records.jsonl)."""
+    if not path:
+        return None
+    p = Path(str(path))
+    folder = p if p.is_dir() else p.parent
+    return folder if (folder / MANIFEST).is_file() else None
+
+
+# Kinds -----------------------------------------------------------------------------------------
+
+def run_kind(config: dict[str, Any], metrics: dict[str, Any]) -> str | None:
+    """The command that wrote a run folder, from the keys only that command writes."""
+    if "formattings" in config:
+        return "vqa"
+    if "prompts" in config and "image_ids" in config or "captions" in config and "ground_truth" in config:
+        return "chair"
+    if "parser" in config and ("questions" in config or "run" in config):
+        return "pope"
+    if "task_spec" in config or {"task", "mode", "samples", "data"} <= set(config):
+        return "annotate"
+    if "runs" in config and "seeds" in config and "results" in metrics:
+        return "mmbt-compare"
+    if "text_encoder" in config and "labels" in config:
+        return "mmbt"
+    return None
+
+
+def _pope(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Entry]:
+    source = _config_of(_source_run(config.get("run")))
+    questions = config.get("questions") or source.get("questions")
+    first = next(iter(questions.values()), None) if isinstance(questions, dict) else questions
+    dataset = dataset_name(first, "pope")
+    answered_by = _config_of(_source_run(config.get("answers"))).get("model")  # answers taken from another run folder
+    model = config.get("model") or source.get("model") or answered_by or Path(str(config.get("answers") or run)).stem
+    mode, parser = config.get("mode", "generate"), config.get("parser", "pope")
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        meta = r.get("meta") or {}
+        cells.setdefault((setting_name(meta.get("setting")), int(meta.get("template", 1))), []).append(r)
+    entries = []
+    for (setting, template), recs in cells.items():
+        prompt = f"template {template}" + (f", {mode}" if mode != "generate" else "") + (f", {parser} parser" if parser != "pope" else "")
+        entries.append(Entry("pope", dataset, model_name(model), prompt, config.get("language", "en"), setting, run, recs))
+    return entries
+
+
+def _chair_dataset(config: dict[str, Any], source: dict[str, Any]) -> str:
+    images = str(config.get("images") or source.get("images") or "")
+    truth = str(config.get("ground_truth") or source.get("ground_truth") or "")
+    if "coco" in (images + truth).lower() or "val2014" in images:
+        return "coco"
+    if images:
+        folder = Path(images)
+        return folder.parent.name if folder.name in ("images", "img") else folder.name
+    return "captions"
+
+
+def _chair(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Entry]:
+    source_run = _source_run(config.get("captions"))
+    source = _config_of(source_run)
+    model = config.get("model") or source.get("model") or Path(str(config.get("captions") or run)).stem
+    language = config.get("language", "en")
+    by_prompt: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        pid = str((r.get("meta") or {}).get("prompt_id") or "default")
+        by_prompt.setdefault(pid, []).append(r)
+    entries = []
+    for pid, recs in by_prompt.items():
+        # a prompt named after its language ('en', 'I1-it') is the same prompt as its translations
+        prompt = "default" if pid in LANGUAGE_TOKENS else re.sub(r"[-_](en|it)$", "", pid)
+        entries.append(Entry("chair", _chair_dataset(config, source), model_name(model), prompt, language, "", run, recs,
+                             {"language": language, "fix_quirks": bool(config.get("fix_quirks"))}))
+    return entries
+
+
+def _task(config: dict[str, Any]) -> Any | None:
+    """The annotation task of a run, or None when its file is gone."""
+    from annotaudit.annotate.tasks import get_task
+
+    try:
+        return get_task(config["task"])
+    except (InputError, FileNotFoundError, ValueError):
+        return None
+
+
+def _annotate(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Entry]:
+    task = _task(config)
+    dataset = task.name if task is not None else (config.get("task_spec") or {}).get("name") or dataset_name(config.get("task"), "task")
+    mode = config.get("mode", "generate")
+    prompt = mode + (f" x{config['samples']}" if mode == "generate" and config.get("samples", 1) > 1 else "") + (
+        f", judge {config['judge']}" if config.get("judge") else "")
+    langs = config.get("languages") or []
+    by_language: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        lang = (r.get("meta") or {}).get("language") or (langs[0] if len(langs) == 1 else "")
+        by_language.setdefault(str(lang), []).append(r)
+    return [Entry("annotate", dataset, model_name(config.get("model")), prompt, lang, "", run, recs, {"task": task, "path": run})
+            for lang, recs in by_language.items()]
+
+
+def _vqa(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Entry]:
+    task = str(config.get("task"))
+    dataset = Path(task).stem if "/" in task or task.endswith((".json", ".jsonl", ".parquet")) else task
+    language = "it" if dataset.endswith("-it") else ""
+    by_formatting: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        by_formatting.setdefault(str(r["meta"]["formatting"]), []).append(r)
+    return [Entry("vqa", dataset, model_name(config.get("model")), f, language, "", run, recs) for f, recs in by_formatting.items()]
+
+
+def _mmbt_entry(run: Path, task_name: str, labels: str, trained_on: Path | None, seed_runs: list[list[dict[str, Any]]]) -> Entry:
+    from annotaudit.annotate.tasks import get_task
+
+    linked = _config_of(trained_on).get("model") if trained_on is not None else None
+    arm = "human" if labels == "human" else model_name(linked or labels)
+    return Entry("mmbt", task_name, arm, "", "", "", run, seed_runs, {"task": get_task(task_name), "trained_on": trained_on, "labels": labels})
+
+
+def _labels_run(labels: str, candidates: list[Path]) -> Path | None:
+    """The annotate run whose labels an arm was trained on: the folder itself, or the candidate whose model the arm is named after."""
+    if labels == "human":
+        return None
+    folder = _source_run(labels)
+    if folder is not None:
+        return folder.resolve()
+    for path in candidates:
+        if str(_config_of(path).get("model") or path.name) == labels:
+            return path.resolve()
+    return None
+
+
+def _mmbt_compare(run: Path, config: dict[str, Any], metrics: dict[str, Any]) -> list[Entry]:
+    runs = [Path(p) for p in config.get("runs", [])]
+    entries = []
+    for name, result in metrics["results"].items():
+        arm_dir = safe_path(run, result["dir"])
+        seeds = [read_run_records(d) for d in sorted(arm_dir.glob("seed_*")) if (d / "records.jsonl").is_file()]
+        if not seeds:
+            raise InputError(f"no seed_*/records.jsonl for the arm {name!r}", path=arm_dir)
+        entries.append(_mmbt_entry(run, config["task"], name, _labels_run(name, runs), seeds))
+    return entries
+
+
+# Reading ---------------------------------------------------------------------------------------
+
+def read_run(run: str | Path, label: str | None = None) -> list[Entry]:
+    """The entries of one run folder; `label` replaces the model name in its rows."""
+    run = Path(run)
+    if not run.is_dir():
+        raise InputError("not a folder", path=run)
+    config = run_config(run)
+    metrics = read_json(run / METRICS) if (run / METRICS).is_file() else {}
+    kind = run_kind(config, metrics if isinstance(metrics, dict) else {})
+    if kind is None:
+        raise InputError("cannot tell which command wrote this run folder (not annotate, audit pope, audit chair, lvlm eval or classify)", path=run / MANIFEST)
+    if kind == "mmbt-compare":
+        entries = _mmbt_compare(run, config, metrics)
+    elif kind == "mmbt":
+        labels = str(config.get("labels", "human"))
+        entries = [_mmbt_entry(run, config["task"], labels, _labels_run(labels, []), [read_run_records(run)])]
+        entries[0].info["seed"] = config.get("seed")
+    else:
+        records = read_run_records(run)
+        entries = {"pope": _pope, "chair": _chair, "annotate": _annotate, "vqa": _vqa}[kind](run, config, records)
+    if label:
+        for e in entries:
+            e.info["model"] = e.model
+            e.model = label
+    return entries
+
+
+def parse_labels(labels: list[str]) -> dict[Path, str]:
+    """NAME=RUN_DIR pairs -> {resolved run folder: name}."""
+    out: dict[Path, str] = {}
+    for text in labels or []:
+        name, sep, folder = text.partition("=")
+        if not sep or not name.strip() or not folder.strip():
+            raise InputError(f"--label takes NAME=RUN_DIR, not {text!r}")
+        out[Path(folder.strip()).resolve()] = name.strip()
+    return out
+
+
+def read_runs(runs: list[str | Path], labels: dict[Path, str] | None = None) -> list[Entry]:
+    """Every run's entries, MMBT arms linked to the given annotate runs, and no cell filled twice."""
+    if not runs:
+        raise InputError("give at least one run folder")
+    labels = labels or {}
+    resolved = [Path(r).resolve() for r in runs]
+    twice = next((r for k, r in enumerate(resolved) if r in resolved[:k]), None)
+    if twice is not None:
+        raise InputError("this run folder is given twice", path=twice)
+    unknown = [p for p in labels if p not in resolved]
+    if unknown:
+        raise InputError("--label names a folder that is not among the runs", path=unknown[0])
+    entries = [e for r in runs for e in read_run(r, labels.get(Path(r).resolve()))]
+    annotate_runs = [e.run.resolve() for e in entries if e.kind == "annotate"]
+    for e in entries:
+        if e.kind == "mmbt" and e.info["trained_on"] is None and e.info["labels"] != "human":
+            e.info["trained_on"] = _labels_run(e.info["labels"], annotate_runs)
+            if e.info["trained_on"] is not None and "model" not in e.info:
+                e.model = model_name(_config_of(e.info["trained_on"]).get("model"))
+    return merge_seeds(check_unique(entries))
+
+
+def check_unique(entries: list[Entry]) -> list[Entry]:
+    """Refuse two runs that fill the same cell of a row (MMBT seeds of one arm excepted)."""
+    seen: dict[tuple[Any, ...], Entry] = {}
+    for e in entries:
+        cell = (*e.key, *e.column)
+        other = seen.get(cell)
+        if other is not None and other.run != e.run and not (e.kind == "mmbt" and other.info.get("seed") != e.info.get("seed")):
+            where = ", ".join(x for x in (KIND_NAMES[e.kind], e.dataset, e.model, e.prompt, *e.column) if x)
+            raise InputError(f"{other.run} and {e.run} both give {where}; tell them apart with --label NAME=RUN_DIR")
+        seen.setdefault(cell, e)
+    return entries
+
+
+def merge_seeds(entries: list[Entry]) -> list[Entry]:
+    """Single MMBT runs of one arm with different seeds become one entry, averaged over its seeds."""
+    out: list[Entry] = []
+    arms: dict[tuple[Any, ...], Entry] = {}
+    for e in entries:
+        if e.kind != "mmbt" or "seed" not in e.info:
+            out.append(e)
+            continue
+        cell = (*e.key, *e.column)
+        if cell in arms:
+            arms[cell].records.extend(e.records)
+        else:
+            arms[cell] = e
+            out.append(e)
+    return out
