@@ -581,13 +581,19 @@ def _(w):
     q = w.pope_questions()
     a = w.pope_answers([1, 2, 3, 4])
     write(a, a.read_bytes().replace(b"Yes", b"Y\xe9s", 1))
-    return Case(["audit", "pope", "score", "--questions", str(q), "--answers", str(a)], ["answers.jsonl:1", "UTF-8"])
+    return Case(["audit", "pope", "score", "--questions", str(q), "--answers", str(a), "--out", str(w.p("s"))], ["answers.jsonl:1", "UTF-8"])
 
 
 @case("pope-score/empty-answers")
 def _(w):
-    return Case(["audit", "pope", "score", "--questions", str(w.pope_questions()), "--answers", str(write(w.p("answers.jsonl"), ""))],
-                ["answers.jsonl"])
+    return Case(["audit", "pope", "score", "--questions", str(w.pope_questions()), "--answers", str(write(w.p("answers.jsonl"), "")),
+                 "--out", str(w.p("s"))], ["answers.jsonl"])
+
+
+@case("pope-score/no-out")
+def _(w):
+    return Case(["audit", "pope", "score", "--questions", str(w.pope_questions()), "--answers", str(w.pope_answers([1, 2, 3, 4]))],
+                ["--out is required"])
 
 
 @case("pope-score/out-is-a-file")
