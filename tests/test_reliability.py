@@ -129,6 +129,35 @@ def test_lvlm_train_killed_at_random_points_logs_each_step_once_and_ends_at_the_
     assert a.keys() == b.keys() and all(float((a[k] - b[k]).abs().max()) <= 1e-5 for k in a)
 
 
+def test_pope_run_killed_at_random_points_resumes_to_the_uninterrupted_records(tmp_path, tiny):
+    from test_pope import _dataset
+
+    qdir, images = _dataset(tmp_path, n_images=6)
+    args = ["audit", "pope", "run", "--questions", str(qdir), "--setting", "all", "--images", str(images),
+            "--model", f"hf:{tiny('llava')}", "--max-new-tokens", "4", "--batch-images", "1"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([str(BIN / "annotaudit"), *args, "--out", str(whole)], env=ENV, check=True, capture_output=True)
+    total = len(_lines(whole / "records.jsonl"))
+    hits = kill_at_random_points([str(BIN / "annotaudit"), *args, "--out", str(killed)], killed / "records.jsonl", kills=3, total=total, seed=3)
+    assert hits >= 2
+    assert _records(whole / "records.jsonl") == _records(killed / "records.jsonl")
+    assert json.loads((whole / "metrics.json").read_text())["summary"] == json.loads((killed / "metrics.json").read_text())["summary"]
+
+
+def test_classify_train_killed_at_random_points_logs_each_epoch_once_and_scores_the_same(tmp_path, tiny):
+    from test_classifiers import hateful_memes, tiny_flags
+
+    data = hateful_memes(tmp_path / "hm", signal="image", sizes=(48, 16, 16))
+    args = ["classify", "train", "--task", "hateful_memes", "--data", str(data), "--epochs", "4", "--patience", "4", *tiny_flags(tiny)]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    subprocess.run([str(BIN / "annotaudit"), *args, "--out", str(whole)], env=ENV, check=True, capture_output=True)
+    hits = kill_at_random_points([str(BIN / "annotaudit"), *args, "--out", str(killed)], killed / "history.jsonl", kills=3, total=4, seed=4)
+    assert hits >= 2
+    assert [h["epoch"] for h in _records(killed / "history.jsonl")] == [1, 2, 3, 4]
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (whole, killed))
+    assert b["auroc"] == pytest.approx(a["auroc"], abs=1e-5) and b["dev"] == pytest.approx(a["dev"], abs=1e-5)
+
+
 def test_planted_pickles_in_a_resume_folder_never_run(tmp_path, lvlm):
     built, task = lvlm
     kw = dict(lr=3e-3, epochs=2, batch_size=4, save_every=1)
