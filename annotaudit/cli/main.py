@@ -11,7 +11,7 @@ import zlib
 
 import typer
 
-from annotaudit.core.errors import InputError, RunIncomplete
+from annotaudit.core.errors import InputError, RequestFailed, RunIncomplete
 from annotaudit.core.runs import ConfigMismatch
 from annotaudit.models import UnknownModel
 
@@ -68,15 +68,15 @@ def _run(typer_app: typer.Typer) -> None:
     """Run an app; a user's mistake prints one clear line instead of a traceback (ANNOTAUDIT_DEBUG=1 shows it)."""
     try:
         typer_app()
+    except (RunIncomplete, RequestFailed) as exc:  # a model server failed some requests; a rerun retries only those
+        typer.secho(f"incomplete: {exc}", fg="yellow", err=True)
+        sys.exit(3)
     except Exception as exc:
         message = user_error(exc)
         if message is None or os.environ.get("ANNOTAUDIT_DEBUG") == "1":
             raise
         typer.secho(f"error: {message}", fg="red", err=True)
         sys.exit(2)
-    except RunIncomplete as exc:
-        typer.secho(f"incomplete: {exc}", fg="yellow", err=True)
-        sys.exit(3)
 
 
 def main() -> None:
