@@ -180,7 +180,7 @@ def test_planted_pickles_in_a_resume_folder_never_run(tmp_path, lvlm):
     assert [r["step"] for r in _records(out / "train_log.jsonl")] == [1, 2, 3, 4]
 
 
-def test_a_model_with_only_pickle_weights_is_refused_unless_allowed(tmp_path, tiny):
+def test_a_model_with_only_pickle_weights_is_refused_unless_allowed(tmp_path, tiny, review_task):
     import shutil
 
     import torch
@@ -199,6 +199,15 @@ def test_a_model_with_only_pickle_weights_is_refused_unless_allowed(tmp_path, ti
     assert load_model(f"hf:{folder}", allow_pickle=True).generate  # the user's explicit opt-in
     with pytest.raises(InputError, match="model folder not found"):
         load_model(f"hf:{tmp_path / 'missing'}")
+    data, task = review_task
+    cmd = [str(BIN / "annotate"), "run", "--task", str(task), "--data", str(data), "--model", f"hf:{folder}", "--mode", "score",
+           "--out", str(tmp_path / "out")]
+    refused = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--allow-pickle" in refused.stderr and "Traceback" not in refused.stderr
+    assert not (tmp_path / "out" / "run.json").exists()
+    allowed = subprocess.run([*cmd, "--allow-pickle"], env=ENV, capture_output=True, text=True)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["config"]["model"] == f"hf:{folder}"
 
 
 def test_second_writer_is_refused_with_the_holder_and_a_killed_holder_is_taken_over(tmp_path, tiny, review_task):

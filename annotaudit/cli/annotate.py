@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .options import BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, STRICT, TIMEOUT, TPM, engine_options
+from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, STRICT, TIMEOUT, TPM, engine_options
 
 app = typer.Typer(help="Label a dataset zero-shot with an LLM or a VLM and measure it against human labels.", no_args_is_help=True)
 
@@ -43,6 +43,7 @@ def annotate_run_command(
     tpm: int = TPM,
     cache_dir: Path = CACHE_DIR,
     retries: int = RETRIES,
+    allow_pickle: bool = ALLOW_PICKLE,
 ) -> None:
     """Annotate a dataset; rerun the same command to resume after a crash.
 
@@ -53,7 +54,7 @@ def annotate_run_command(
     cfg = RunConfig(task=task, data=str(data), model=model, split=split, languages=_languages(languages), limit=limit, mode=mode,
                     samples=samples, batch_size=batch_size, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
                     top_p=top_p, do_sample=not greedy, judge=judge)
-    engine = engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries)
+    engine = engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries, allow_pickle)
     result = run(cfg, out, force=force, strict=strict, engine=engine)
     if result:
         _summary(result, out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .options import BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, STRICT, TIMEOUT, TPM, engine_options
+from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, STRICT, TIMEOUT, TPM, engine_options
 
 app = typer.Typer(help="CHAIR: how many objects in a caption are not in the image.", no_args_is_help=True)
 
@@ -103,6 +103,7 @@ def chair_run_command(
     tpm: int = TPM,
     cache_dir: Path = CACHE_DIR,
     retries: int = RETRIES,
+    allow_pickle: bool = ALLOW_PICKLE,
 ) -> None:
     """Caption images with a VLM under each prompt, then score CHAIR per prompt.
 
@@ -114,7 +115,7 @@ def chair_run_command(
     prompts = resolve_prompts(prompt_set, prompt or [])
     truth, source = resolve_ground_truth(ground_truth, instances or (), captions_ref or (), fix_quirks)
     metrics = run_chair(model, images, truth, out, prompts, image_ids, sample, seed, max_new_tokens, batch_size, language, fix_quirks, force, source,
-                        engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries))
+                        engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries, allow_pickle))
     _print_metrics(metrics)
     typer.echo(f"results in {out}")
 

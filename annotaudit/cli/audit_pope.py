@@ -12,7 +12,7 @@ from rich.table import Table
 from annotaudit.audit.pope import METRIC_NAMES
 from annotaudit.core.errors import InputError
 
-from .options import BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
+from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
 
 app = typer.Typer(help="POPE: poll a VLM about objects that are and are not in the image.", no_args_is_help=True)
 
@@ -89,6 +89,7 @@ def pope_run_command(
     tpm: int = TPM,
     cache_dir: Path = CACHE_DIR,
     retries: int = RETRIES,
+    allow_pickle: bool = ALLOW_PICKLE,
 ) -> None:
     """Ask a vision-language model every POPE question; resumes where a killed run stopped.
 
@@ -102,7 +103,7 @@ def pope_run_command(
     summary = run_pope(
         questions, images, model, out, setting=setting, mode=mode, prompt_variant=prompt_variant, language=language,
         batch_images=batch_images, max_new_tokens=max_new_tokens, calibration=calibration, seed=seed, force=force,
-        engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries),
+        engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries, allow_pickle),
     )
     _print_table(f"POPE {mode}: {model}", summary)
     typer.echo(f"results in {out} (report.md, report.html)")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .options import BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
+from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
 
 app = typer.Typer(help="Build, train and evaluate LLaVA-NeXT vision-language models from any causal LLM.", no_args_is_help=True)
 
@@ -90,6 +90,7 @@ def lvlm_eval_command(
     tpm: int = TPM,
     cache_dir: Path = CACHE_DIR,
     retries: int = RETRIES,
+    allow_pickle: bool = ALLOW_PICKLE,
 ) -> None:
     """Greedy VQA under the four Italian formattings: exact and approximate match, mean, std, worst.
 
@@ -98,7 +99,7 @@ def lvlm_eval_command(
     from annotaudit.lvlm.evaluate import evaluate
 
     s = evaluate(model, task, images, out, formatting=formatting, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                 limit=limit, force=force, device=device, engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries))
+                 limit=limit, force=force, device=device, engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries, allow_pickle))
     _print_scores(s)
     typer.echo(f"report: {out / 'report.html'}")
 

@@ -21,14 +21,16 @@ RPM: int = typer.Option(None, "--rpm", help="At most this many requests per minu
 TPM: int = typer.Option(None, "--tpm", help="At most this many tokens per minute to a model server (prompt estimate + max tokens).")
 CACHE_DIR: Path = typer.Option(None, "--cache-dir", help="Request cache folder, shareable between runs (default: <run folder>/cache).")
 RETRIES: int = typer.Option(5, "--retries", help="Retries of a failed server request (429, 5xx, timeouts, dropped connections).")
+ALLOW_PICKLE: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint that has only pickle weights (pytorch_model.bin). "
+                                   "Unpickling can run code: only for checkpoints you trust.")
 
 
 def engine_options(base_url: str | None, concurrency: int, timeout: float, rpm: int | None, tpm: int | None, cache_dir: Path | None,
-                   retries: int):
+                   retries: int, allow_pickle: bool = False):
     """The EngineOptions of the shared options above."""
     from annotaudit.models.base import EngineOptions
 
     if concurrency < 1 or timeout <= 0 or retries < 0 or (rpm is not None and rpm < 1) or (tpm is not None and tpm < 1):
         raise typer.BadParameter("--concurrency, --rpm and --tpm must be at least 1, --timeout above 0, --retries not negative")
     return EngineOptions(base_url=base_url, concurrency=concurrency, timeout=timeout, rpm=rpm, tpm=tpm,
-                         cache_dir=str(cache_dir) if cache_dir else None, retries=retries)
+                         cache_dir=str(cache_dir) if cache_dir else None, retries=retries, allow_pickle=allow_pickle)

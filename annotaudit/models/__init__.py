@@ -35,7 +35,7 @@ def load_model(name: str | ModelEntry, device: str | None = None, dtype: str | N
     from .backends import BACKENDS
 
     entry = name if isinstance(name, ModelEntry) else registry().resolve(name)
-    if allow_pickle:
+    if allow_pickle or (engine is not None and engine.allow_pickle):
         entry = replace(entry, allow_pickle=True)
     if entry.backend not in BACKENDS:
         raise ValueError(f"model {entry.name!r} needs backend {entry.backend!r}, which is not installed; known: {', '.join(sorted(BACKENDS))}")

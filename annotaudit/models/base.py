@@ -63,8 +63,8 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to talk to a model server. None of these change results, so none enter a run's configuration
-    except `base_url`; in-process backends ignore them all."""
+    """How to reach a model server, and whether to trust pickle weights. None of these change results,
+    so none enter a run's configuration except `base_url`; in-process backends read only `allow_pickle`."""
 
     base_url: str | None = None
     concurrency: int = 8
@@ -74,6 +74,7 @@ class EngineOptions:
     cache_dir: str | None = None  # request cache; None: no cache
     retries: int = 5
     backoff: float = 1.0  # first retry waits about this long (seconds), doubling, with jitter
+    allow_pickle: bool = False  # in-process backends: load pickle-only weights (the user's explicit opt-in)
 
     def for_run(self, out: str | Path) -> EngineOptions:
         """These options for a run folder: the request cache defaults to <run folder>/cache."""

