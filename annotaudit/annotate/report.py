@@ -34,10 +34,7 @@ def run_report(records: list[dict[str, Any]], metrics: dict[str, Any], out: str 
     report.heading("Metrics").table([{key: metrics.get(key) for key in (
         "n", "answered", "answer_rate", "judged", "n_labeled", "accuracy_answered", "accuracy_all", "macro_f1", "micro_f1",
         "kappa", "auroc", "problems", "failed") if key in metrics}], caption="accuracy_all counts NOANSWER as wrong")
-    if metrics.get("failed"):
-        report.text(f"{metrics['failed']} item(s) failed at the model server and are not counted (failures.jsonl); rerun to retry them.")
-    if metrics.get("engine_usage"):
-        report.heading("Model server usage (this session)").table([metrics["engine_usage"]])
+    report.run_status(metrics)
     if metrics.get("per_class"):
         report.heading("Per class").table([{"label": lab, **row} for lab, row in metrics["per_class"].items()])
     if metrics.get("per_language"):

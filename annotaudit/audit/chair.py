@@ -528,6 +528,7 @@ def chair_report(metrics: dict[str, Any], records: list[dict[str, Any]], title: 
         "CHAIR_i: share of object mentions that are hallucinated. Recall: share of ground-truth objects mentioned. "
         f"Language: {metrics.get('language')}; reference quirks {'fixed' if metrics.get('fix_quirks') else 'kept (comparable with the literature)'}."
     )
+    report.run_status(metrics)
     rows = [{"captions": "all", **{k: metrics[k] for k in keys}}]
     rows += [{"captions": f"prompt {p}", **{k: m[k] for k in keys}} for p, m in metrics.get("by_prompt", {}).items()]
     report.table(rows, caption="CHAIR metrics (fractions; mean length in words)")

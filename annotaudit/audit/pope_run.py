@@ -432,6 +432,7 @@ def write_pope_report(records: list[dict[str, Any]], result: dict[str, Any], out
     text = ", ".join(f"{t}: “{TEMPLATES[language][t - 1].format(obj='…')}”" for t in templates)
     report.text(f"Mode: {mode}. Language: {language}. Parser: {result.get('parser', 'pope')}. Templates {text}."
                 + (" Values are mean ± std across templates." if len(templates) > 1 else ""))
+    report.run_status(result)
     rows = []
     for s in settings:
         row = {"setting": s, **{k: _pct(summary[s], k) for k in METRIC_NAMES}}

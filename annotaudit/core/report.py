@@ -91,6 +91,14 @@ class Report:
         self._blocks.append(("table", (columns, rows, caption, floatfmt)))
         return self
 
+    def run_status(self, metrics: Mapping[str, Any]) -> Report:
+        """Items left out because their model requests failed, and what the model server cost, when there were any."""
+        if metrics.get("failed"):
+            self.text(f"{metrics['failed']} item(s) failed at the model server and are not counted (failures.jsonl); rerun to retry them.")
+        if metrics.get("engine_usage"):
+            self.heading("Model server usage (this session)").table([metrics["engine_usage"]])
+        return self
+
     def figure(self, fig: Any, caption: str = "") -> Report:
         """Embed a matplotlib figure (closed after rendering)."""
         self._images.append(_png(fig))

@@ -270,6 +270,7 @@ def _report(scores: dict[str, Any], records: list[dict[str, Any]], task: str, mo
     rep = Report(f"LVLM evaluation: {task}")
     rep.text(f"Model `{model}`, {scores['n_questions']} questions, greedy decoding. Exact match lowercases and ignores "
              "whitespace; approximate match counts the label anywhere in the output.")
+    rep.run_status(scores)
     rep.heading("Accuracy per formatting")
     rep.table([{"formatting": f, "n": v["n"], "exact": v["exact"], "approx": v["approx"]} for f, v in scores["formattings"].items()])
     rep.heading("Sensitivity to the formatting (Tables 3 and 4 of the paper)")
