@@ -345,6 +345,26 @@ def test_hub_pope_parquet_scores_with_ids_repeating_across_settings(tmp_path):
     assert len(names) == 120 and Image.open(tmp_path / "images" / names[1]).size == (8, 8)
 
 
+def test_hub_pope_parquet_runs_a_model_on_its_embedded_images(tmp_path, monkeypatch, tiny):
+    monkeypatch.setenv("ANNOTAUDIT_CACHE", str(tmp_path / "cache"))
+    rows = []
+    for setting in ("adversarial", "popular"):
+        for i, (colour, obj, label) in enumerate([("red", "dog", "yes"), ("red", "cat", "no"), ("blue", "car", "yes"), ("blue", "cup", "no")]):
+            rows.append({"question_id": str(i + 1), "question": f"Is there a {obj} in the image?", "answer": label, "category": setting,
+                         "image_source": f"COCO_val2014_{colour}", "image": {"bytes": _png(colour), "path": None}})
+    hub = _parquet(tmp_path / "test-00000-of-00001.parquet", rows)
+    res = _cli("audit", "pope", "run", "--questions", hub, "--setting", "all", "--model", f"hf:{tiny('llava')}", "--max-new-tokens", "3",
+               "--out", tmp_path / "run")
+    assert res.returncode == 0, res.stderr[-2000:]
+    records = _lines(tmp_path / "run" / "records.jsonl")
+    assert [r["meta"]["setting"] for r in records] == ["adversarial"] * 4 + ["popular"] * 4
+    assert {r["input"]["image"] for r in records} == {"COCO_val2014_red.jpg", "COCO_val2014_blue.jpg"}
+    folder = Path(json.loads((tmp_path / "run" / "run.json").read_text())["config"]["images"])
+    assert folder.parent.parent == tmp_path / "cache" and Image.open(folder / "COCO_val2014_blue.jpg").getpixel((0, 0)) == (0, 0, 255)
+    one = _cli("audit", "pope", "run", "--questions", hub, "--setting", "random", "--model", f"hf:{tiny('llava')}", "--out", tmp_path / "r2")
+    assert one.returncode == 2 and "no questions of setting 'random'" in one.stderr and "adversarial, popular" in one.stderr
+
+
 def test_hub_xnli_parquet_annotates_one_language_config(tmp_path, monkeypatch):
     from annotaudit.annotate.readers import read_xnli
 

@@ -186,6 +186,32 @@ def parquet_images(path: str | Path, folder: str | Path) -> dict[int, str]:
     return out
 
 
+def parquet_question_sets(path: str | Path, setting: str | None, images: str | Path | None) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Path], Path]:
+    """The hub's POPE parquet for `audit pope run`: its questions by category (one category, or all with
+    'all'), the parquet as each setting's file, and the folder its embedded images were written to
+    (`images`, or a cache folder kept for resuming)."""
+    from annotaudit.annotate.readers import image_cache
+
+    path = Path(path)
+    rows = parquet_questions(path)
+    folder = Path(images) if images else image_cache(path)
+    names = parquet_images(path, folder)
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for q in rows:
+        if setting in (None, "", "all") or q["setting"] == setting:
+            sets.setdefault(q["setting"], []).append({**q, "image": names[q["_line"]]})
+    if not sets:
+        found = sorted({q["setting"] for q in rows})
+        raise InputError(f"no questions of setting {setting!r}; the file has {', '.join(found) or 'none'}", path=path)
+    for qs in sets.values():
+        seen: set[Any] = set()
+        for q in qs:
+            if q["question_id"] in seen:
+                raise InputError(f"question_id {q['question_id']!r} appears twice in setting {q['setting']!r}", path=path, line=q["_line"])
+            seen.add(q["question_id"])
+    return sets, {s: path for s in sets}, folder
+
+
 def _llava_setting_rows(records: list[tuple[int, dict[str, Any]]], path: Path) -> dict[str, list[tuple[int, dict[str, Any]]]]:
     by_setting: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     seen: dict[str, int] = {}

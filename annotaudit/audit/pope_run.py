@@ -31,6 +31,7 @@ from .pope import (
     question_text,
     read_questions,
 )
+from .pope_formats import is_parquet, parquet_question_sets
 
 MODES = ("generate", "score")
 
@@ -243,7 +244,7 @@ def summarise(results: dict[tuple[str, int], dict[str, Any]], settings: list[str
 
 def run_pope(
     questions: str | Path,
-    images: str | Path,
+    images: str | Path | None,
     model: str | Any,
     out: str | Path,
     setting: str | None = None,
@@ -269,11 +270,14 @@ def run_pope(
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     if language not in LANGUAGES:
         raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
-    if not Path(images).is_dir():
-        raise InputError("images folder not found", path=images)
-    files = question_files(questions, setting)
     variants = parse_variants(prompt_variant)
-    sets = {s: read_questions(p) for s, p in files.items()}
+    if is_parquet(questions):  # the hub's copy: questions of every category and the images inside it
+        sets, files, images = parquet_question_sets(questions, setting, images)
+    else:
+        if images is None or not Path(images).is_dir():
+            raise InputError("images folder not found", path=images or "--images")
+        files = question_files(questions, setting)
+        sets = {s: read_questions(p) for s, p in files.items()}
     samples = pope_samples(sets, files, images, language, variants)
     model_name = model if isinstance(model, str) else model.name
     config = {

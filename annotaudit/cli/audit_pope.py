@@ -69,8 +69,8 @@ def pope_build_command(
 
 @app.command("run")
 def pope_run_command(
-    questions: Path = typer.Option(..., "--questions", help="A POPE question file; with --setting all, a folder with *_<setting>.json or one of them."),
-    images: Path = typer.Option(..., "--images", help="Folder of the images the questions name."),
+    questions: Path = typer.Option(..., "--questions", help="A POPE question file (or the hub's parquet, all categories in one); with --setting all, a folder with *_<setting>.json or one of them."),
+    images: Path = typer.Option(None, "--images", help="Folder of the images the questions name (not needed for the hub's parquet, whose images are inside it)."),
     model: str = MODEL,
     out: Path = RUN_FOLDER,
     setting: str = typer.Option(None, help="random, popular, adversarial, or all (one combined table)."),
