@@ -254,6 +254,29 @@ def test_pope_run_sends_images_over_http(tserve, tmp_path):
     assert len(list((out / "cache").rglob("*.json"))) == 6
 
 
+def test_chair_run_and_lvlm_eval_caption_and_answer_over_http(tserve, tmp_path):
+    from annotaudit.audit.chair_run import run_chair
+    from annotaudit.lvlm.evaluate import evaluate
+
+    server = tserve["server"]
+    engine = EngineOptions(base_url=server.base_url)
+    images = tmp_path / "val2014"
+    images.mkdir()
+    for image_id, colour in ((139, "red"), (285, "blue")):
+        Image.new("RGB", (24, 24), colour).save(images / f"COCO_val2014_{image_id:012d}.jpg")
+    chair = run_chair(f"openai:{server.model}", images, {139: {"dog"}, 285: {"cat"}}, tmp_path / "chair", {"I1": "Describe the image."},
+                      sample=2, max_new_tokens=6, engine=engine)
+    captions = _lines(tmp_path / "chair" / "records.jsonl")
+    assert chair["n_captions"] == 2 and chair["model"] == f"openai:{server.model}" and all(isinstance(r["raw"], str) for r in captions)
+    assert json.loads((tmp_path / "chair" / "run.json").read_text())["sessions"][-1]["usage"]["requests"] == 2
+    vqa = tmp_path / "vqa.jsonl"
+    vqa.write_text("".join(json.dumps({"id": f"q{i}", "image": f"COCO_val2014_{i:012d}.jpg", "question": "What colour is it?",
+                                       "answer": colour}) + "\n" for i, colour in ((139, "red"), (285, "blue"))))
+    scores = evaluate(f"openai:{server.model}", str(vqa), images, tmp_path / "vqa", formatting="post", max_new_tokens=4, engine=engine)
+    answers = _lines(tmp_path / "vqa" / "records.jsonl")
+    assert scores["n_questions"] == 2 and len(answers) == 2 and all(isinstance(r["raw"], str) for r in answers)
+
+
 def test_n_falls_back_to_separate_seeded_requests(tserve):
     server = tserve["server"]
     model = load_model(f"openai:{server.model}", engine=EngineOptions(base_url=server.base_url))
