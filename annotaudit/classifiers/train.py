@@ -24,7 +24,7 @@ from annotaudit.core.errors import InputError
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, make_record
-from annotaudit.core.runs import RunDir, console, fingerprint, progress
+from annotaudit.core.runs import RunDir, console, fingerprint, holds_other_run, progress
 from annotaudit.models.base import load_image
 
 from .data import Example, as_task, load_splits, read_llm_labels, relabel, to_sample
@@ -196,7 +196,7 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
     config = {"task": task.name, **asdict(cfg), **(extra_config or {})}
     config.pop("cpu")
     run = RunDir(out, config, force=force, outputs=OUTPUTS, start=False)
-    if (out / METRICS).is_file() and not run.replaces_old_run:
+    if (out / METRICS).is_file() and not holds_other_run(out, config):
         return read_json(out / METRICS)
     accelerator = Accelerator(cpu=cfg.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(cfg.seed)

@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import InputError, RequestFailed, RunIncomplete
 from .io import JsonlLog, Problems, iter_jsonl, read_json, write_json, write_jsonl
-from .runs import MANIFEST, RunDir, check_config, console, progress
+from .runs import MANIFEST, RunDir, check_config, console, holds_other_run, progress
 
 RECORDS, METRICS, PROBLEMS, SHARDS, FAILURES = "records.jsonl", "metrics.json", "problems.jsonl", "shards", "failures.jsonl"
 REPORT_FILES = ("report.md", "report.html", "report_files")
@@ -264,7 +264,9 @@ def run_samples(
     # Batches are cut from all of this process's samples, finished or not, so a resumed run answers
     # exactly the batches an uninterrupted run would; a batch cut short by a kill is answered whole again.
     mine = [s for k, s in enumerate(samples) if k % procs.count == procs.index]
-    done = {} if force and (rundir is None or rundir.replaces_old_run) else finished(out)
+    # The lock is held and nothing is written before start(), so this read stays true for the whole run;
+    # start() drops old records only when --force replaces another run, which counts as none done.
+    done = {} if force and holds_other_run(out, config) else finished(out, warn=procs.is_main)
     todo = [b for b in batches(mine, batch_size) if any(s.id not in done for s in b)]
     USAGE.engine = None
     answer = solver(procs.device) if todo else None  # the model loads before run.json is written: a typo leaves nothing behind
@@ -277,7 +279,6 @@ def run_samples(
         if problems:
             problems.show(lambda m: console.print(f"[yellow]{m}"), out / PROBLEMS)
     procs.wait()
-    done = finished(out, warn=procs.is_main)
     log = JsonlLog(out / RECORDS if procs.count == 1 else out / SHARDS / f"records.{procs.index}.jsonl")
     started, n_done, before = time.time(), 0, USAGE.counts()
     failed: dict[str, str] = {}

@@ -67,6 +67,12 @@ def check_config(out: str | Path, config: dict[str, Any], force: bool = False) -
                              "use another output directory, or --force to discard the old results")
 
 
+def holds_other_run(out: str | Path, config: dict[str, Any]) -> bool:
+    """Whether a folder holds a run made with another configuration (which --force discards); read-only."""
+    manifest = Path(out) / MANIFEST
+    return manifest.exists() and read_json(manifest).get("config") != json.loads(json.dumps(config, default=str))
+
+
 def fingerprint(path: str | Path | None) -> str | None:
     """What a run depends on in an input: a file's SHA-256, or a folder's file names and sizes."""
     if path is None:
@@ -172,12 +178,6 @@ class RunDir:
         self.manifest: dict[str, Any] = {}
         if start:
             self.start()
-
-    @property
-    def replaces_old_run(self) -> bool:
-        """Whether `start()` will discard results made with another configuration (only with force)."""
-        manifest_path = self.path / MANIFEST
-        return manifest_path.exists() and read_json(manifest_path).get("config") != self.config
 
     def start(self) -> None:
         manifest_path = self.path / MANIFEST
