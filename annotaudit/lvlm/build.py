@@ -18,6 +18,7 @@ from transformers import (
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.runs import RunDir, check_config, fingerprint
+from annotaudit.models.registry import check_model_folder
 from annotaudit.models.templates import JINJA_TEMPLATES
 
 IMAGE_TOKEN = "<image>"
@@ -116,10 +117,8 @@ def build_lvlm(vision_path: str | Path, llm_path: str | Path, out: str | Path, t
     vision_path, llm_path, out = str(vision_path), str(llm_path), Path(out)
     settings = {"vision": vision_path, "llm": llm_path, "template": template, "pinpoints": pinpoints, "dtype": dtype}
     check_config(out, settings, force)
-    for option, path in (("--vision", vision_path), ("--llm", llm_path)):
-        local = Path(path).expanduser()
-        if (local.is_absolute() or path.startswith((".", "~")) or local.exists()) and not (local / "config.json").is_file():
-            raise InputError(f"{option}: {'no config.json, not a model folder' if local.exists() else 'model folder not found'}", path=local)
+    check_model_folder(vision_path, "--vision")
+    check_model_folder(llm_path, "--llm")
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     chat_template = chat_template_for(template, tokenizer)
     _prepare_tokenizer(tokenizer)

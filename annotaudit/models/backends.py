@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from annotaudit.core.errors import InputError
 
 from .base import Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
+from .registry import local_folder
 from .templates import render_builtin, render_own
 
 BACKENDS: dict[str, type[HFModel]] = {}
@@ -79,13 +80,13 @@ class HFModel(LoadedModel):
 
     def _load_checked(self) -> tuple[Any, Any]:
         """Load, turning a missing folder or pickle-only weights into one clear line."""
-        where = Path(self.entry.checkpoint).expanduser()
-        if (where.is_absolute() or self.entry.checkpoint.startswith((".", "~"))) and not where.exists():
+        where = local_folder(self.entry.checkpoint)
+        if where is not None and not where.exists():
             raise InputError("model folder not found", path=where)
         try:
             return self._load()
         except OSError as exc:
-            if not self.entry.allow_pickle and _pickle_only(where):
+            if not self.entry.allow_pickle and where is not None and _pickle_only(where):
                 raise InputError("holds only pickle weights (pytorch_model.bin), which can run code when loaded; "
                                  "convert them to safetensors, or pass --allow-pickle if you trust this checkpoint", path=where) from None
             raise InputError(f"cannot load model {self.entry.name!r}: {str(exc).splitlines()[0]}", path=self.entry.checkpoint) from None

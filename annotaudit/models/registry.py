@@ -133,13 +133,25 @@ class Registry:
 _VISION_BACKENDS = {"llava": "llava", "llava_next": "llava_next", "instructblip": "instructblip"}
 
 
-def _read_config(checkpoint: str) -> dict:
+def local_folder(checkpoint: str) -> Path | None:
+    """The folder a checkpoint names when it is a local path (absolute, ./, ~ or existing); None for a hub id."""
     path = Path(checkpoint).expanduser()
-    local = path / "config.json"
-    if local.is_file():
-        return read_json(local)
-    if path.is_absolute() or checkpoint.startswith((".", "~")) or path.exists():
-        raise InputError("model folder not found" if not path.exists() else "no config.json: not a model folder", path=path)
+    return path if path.is_absolute() or checkpoint.startswith((".", "~")) or path.exists() else None
+
+
+def check_model_folder(checkpoint: str, option: str = "") -> None:
+    """A local checkpoint must be a folder with a config.json; one line naming it otherwise (hub ids pass)."""
+    path = local_folder(checkpoint)
+    if path is not None and not (path / "config.json").is_file():
+        problem = "model folder not found" if not path.exists() else "no config.json: not a model folder"
+        raise InputError(f"{option}: {problem}" if option else problem, path=path)
+
+
+def _read_config(checkpoint: str) -> dict:
+    check_model_folder(checkpoint)
+    path = local_folder(checkpoint)
+    if path is not None:
+        return read_json(path / "config.json")
     from transformers import AutoConfig  # a hub id: let transformers fetch (or find in cache) the config
 
     try:
