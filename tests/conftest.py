@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny offline models built once per session, and the real SmolLM2 GGUF."""
+"""Shared fixtures: tiny offline models built once per session, the real SmolLM2 GGUF, one quick demo, headless Chromium."""
 
 from __future__ import annotations
 
@@ -35,3 +35,27 @@ def smollm2():
     from annotaudit.models import load_model
 
     return load_model("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory) -> Path:
+    """The output folder of `annotaudit demo --quick`, run once through the command line as CI runs it (about a minute)."""
+    from typer.testing import CliRunner
+
+    from annotaudit.cli.main import app
+
+    out = tmp_path_factory.mktemp("quick-demo") / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--quick"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return out
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium (installed with apt-get when missing and running as root); the test is skipped without it."""
+    from annotaudit.testing.browser import CHROMIUM, find_chromium
+
+    found = find_chromium(install=True)
+    if found is None:
+        pytest.skip(f"headless Chromium needed: {CHROMIUM} is missing and could not be installed (apt-get needs root)")
+    return found

@@ -288,11 +288,12 @@ def test_paired_differences_name_common_items_and_flag_a_real_gap(compared):
     assert any(d["kind"] == "MMBT" and d["A"] == "human" for d in diffs)
 
 
-def test_html_renders_in_headless_chromium(compared, tmp_path):
+def test_html_renders_in_headless_chromium(compared, chromium, tmp_path):
     from PIL import ImageStat
-    from test_report_browser import _open, console_errors
 
-    log = _open(compared / "report.html", tmp_path / "shot.png", tmp_path / "profile")
+    from annotaudit.testing.browser import console_errors, screenshot
+
+    log = screenshot(compared / "report.html", tmp_path / "shot.png", tmp_path / "profile")
     assert console_errors(log) == [], console_errors(log)
     shot = Image.open(tmp_path / "shot.png").convert("RGB")
     assert shot.size[0] >= 800 and max(ImageStat.Stat(shot).stddev) > 10

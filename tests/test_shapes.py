@@ -145,3 +145,22 @@ def test_memes_task_reads_with_the_annotate_and_classifier_readers(world):
     assert sizes == [18, 3, 9]
     rows = [json.loads(line) for line in (world.memes / "train.jsonl").read_text().splitlines()]
     assert 0.2 < sum(r["label"] for r in rows) / len(rows) < 0.8
+
+
+def test_meme_labels_need_the_picture(tmp_path):
+    """A presence sentence is true exactly when its object is drawn, and the sentence alone does not tell which."""
+    world = shapes.generate_world(tmp_path / "w", n_train=2, n_val=2, n_memes=1200, seed=5)
+    rows = [json.loads(line) for split in ("train", "dev_seen", "test_unseen") for line in (world.memes / f"{split}.jsonl").read_text().splitlines()]
+    assert len(rows) == 1200 and len({r["id"] for r in rows}) == 1200
+    by_text: dict[str, list[int]] = {}
+    for r in rows:
+        name = next(n for n in shapes.NAMES if r["text"] == shapes.presence_statement(n))
+        assert r["truth"] == (0 if name in r["objects"] else 1)
+        assert (world.memes / r["img"]).is_file()
+        by_text.setdefault(r["text"], []).append(r["truth"])
+    assert len(by_text) == 12
+    # the best a reader of the sentence alone can do: the majority truth of each sentence
+    majority = sum(max(t.count(0), t.count(1)) for t in by_text.values()) / len(rows)
+    assert majority < 0.56, majority
+    slips = sum(r["label"] != r["truth"] for r in rows) / len(rows)
+    assert 0.02 < slips < 0.08

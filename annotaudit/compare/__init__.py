@@ -71,3 +71,10 @@ def compare(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str] =
     rundir.finish(entries=len(entries), tables=len(tables), bootstrap_seconds=round(time.time() - started, 3))
     result["files"] = [str(p) for p in [*written, out / RESULTS]]
     return result
+
+
+def comparison_tables(runs: Sequence[str | Path], labels: Sequence[str] = (), resamples: int = DEFAULT_RESAMPLES,
+                      seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
+    """The tables compare() would write to comparison.json, computed in memory and written nowhere (for reading old run folders)."""
+    entries = read_runs(list(runs), parse_labels(list(labels)))
+    return [_as_json(t) for t in build_tables(entries, Figures(resamples, seed))]

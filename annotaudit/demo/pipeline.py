@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from annotaudit.core.io import iter_jsonl, read_json, write_json
-from annotaudit.core.report import Report
 from annotaudit.core.runs import RunDir, console, progress
 from annotaudit.demo import shapes
+from annotaudit.demo.report import demo_report
 
 LANGS = ("en", "it")
 SETTINGS = ("random", "popular", "adversarial")
@@ -34,7 +34,7 @@ class DemoConfig:
 
     n_train: int = 1600
     n_val: int = 100
-    n_memes: int = 300
+    n_memes: int = 1200
     image_size: int = 64  # the tower's input; scenes are drawn at twice this
     tower_hidden: int = 64
     patch_size: int = 16
@@ -50,13 +50,17 @@ class DemoConfig:
     lr_finetune: float = 1e-3
     pope_images: int = 100
     chair_images: int = 50
-    mmbt_epochs: int = 4
+    resnet_steps: int = 3000
+    bert_hidden: int = 64
+    matching_epochs: int = 12
+    mmbt_epochs: int = 20
     annotate_smollm2: bool = True
     seed: int = 0
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(n_train=48, n_val=12, n_memes=40, tower_scenes=64, tower_steps=40, llm_pretrain_steps=10, finetune_epochs=1, pope_images=6, chair_images=4, mmbt_epochs=1)
+        return cls(n_train=300, n_val=12, n_memes=200, tower_scenes=1000, tower_steps=40, llm_pretrain_steps=10, finetune_epochs=1, pope_images=6,
+                   chair_images=4, resnet_steps=800, matching_epochs=6, mmbt_epochs=10)
 
 
 # models --------------------------------------------------------------------------------------
@@ -76,21 +80,46 @@ def world_tokenizer(world: shapes.World):
     return train_tokenizer(texts, vocab_size=1000)
 
 
-def _tower_data(cfg: DemoConfig, processor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixels and presence labels of scenes drawn for the tower alone (another seed, never written to disk)."""
-    rng = random.Random(f"tower-{cfg.seed}")
+def _presence_data(cfg: DemoConfig, processor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixels and presence labels of scenes drawn for one encoder alone (a seed of its own, never written to disk)."""
+    rng = random.Random(f"{name}-{cfg.seed}")
     scenes = [shapes.sample_scene(rng, i, 2 * cfg.image_size) for i in range(cfg.tower_scenes)]
-    pixels = torch.cat([processor(shapes.render(sc, 2 * cfg.image_size), return_tensors="pt")["pixel_values"] for sc in scenes])
+    pixels = torch.cat([processor([shapes.render(sc, 2 * cfg.image_size) for sc in scenes[i : i + 256]], return_tensors="pt")["pixel_values"]
+                        for i in range(0, len(scenes), 256)])
     targets = torch.tensor([[float(n in sc.categories()) for n in shapes.NAMES] for sc in scenes])
     return pixels, targets
 
 
-def pretrain_tower(out: Path, cfg: DemoConfig) -> Path:
-    """A small CLIP-style tower, pretrained to tell which objects a picture holds.
+def pretrain_presence(encoder: torch.nn.Module, features, dim: int, processor, cfg: DemoConfig, steps: int, name: str) -> float:
+    """Teach an image encoder which objects a picture holds (multi-label, mirrored scenes as augmentation); returns the last loss.
 
-    A real LLaVA starts from a pretrained CLIP; a random tower frozen in stage 1 leaves the projector
-    nothing to read. So the tower learns multi-label presence from the features LLaVA reads (layer -2,
-    max-pooled over patches) on scenes of its own (docs/demo.md has the accuracy at each size)."""
+    A real LLaVA starts from a pretrained CLIP and a real MMBT from an ImageNet ResNet; a random encoder
+    gives the layers above it nothing to read."""
+    torch.manual_seed(cfg.seed)
+    pixels, targets = _presence_data(cfg, processor, name)
+    head = torch.nn.Linear(dim, targets.shape[1])
+    opt = torch.optim.AdamW(list(encoder.parameters()) + list(head.parameters()), lr=3e-3, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    encoder.train()
+    with progress(f"{name} pretraining (which objects a picture holds)", steps) as advance:
+        for step in range(steps):
+            idx = torch.randint(0, len(pixels), (32,), generator=gen)
+            x = pixels[idx].flip(-1) if step % 2 else pixels[idx]  # mirrored scenes hold the same objects
+            loss = F.binary_cross_entropy_with_logits(head(features(x)), targets[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            advance()
+    encoder.eval()
+    return round(loss.item(), 4)
+
+
+def pretrain_tower(out: Path, cfg: DemoConfig) -> Path:
+    """A small CLIP-style tower, pretrained on the features LLaVA reads (layer -2, max-pooled over patches).
+
+    docs/demo.md has the presence accuracy at each size."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(cfg.seed)
@@ -99,31 +128,14 @@ def pretrain_tower(out: Path, cfg: DemoConfig) -> Path:
                             image_size=size, patch_size=cfg.patch_size, projection_dim=hidden)
     proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     tower = CLIPVisionModel(vcfg)
-    pixels, targets = _tower_data(cfg, proc)
-    head = torch.nn.Linear(hidden, targets.shape[1])
-    opt = torch.optim.AdamW(list(tower.parameters()) + list(head.parameters()), lr=3e-3, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=cfg.tower_steps, pct_start=0.1)
-    gen = torch.Generator().manual_seed(cfg.seed)
     layers = tower.encoder.layers
     tower.encoder.layers = layers[:-1]  # the last layer feeds nothing read here or by LLaVA: skip it
-    tower.train()
-    with progress("vision tower pretraining", cfg.tower_steps) as advance:
-        for step in range(cfg.tower_steps):
-            idx = torch.randint(0, len(pixels), (32,), generator=gen)
-            x = pixels[idx].flip(-1) if step % 2 else pixels[idx]  # mirrored scenes hold the same objects
-            feats = tower(pixel_values=x).last_hidden_state[:, 1:].amax(1)  # = layer -2 of the whole tower
-            loss = F.binary_cross_entropy_with_logits(head(feats), targets[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            advance()
+    loss = pretrain_presence(tower, lambda x: tower(pixel_values=x).last_hidden_state[:, 1:].amax(1), hidden, proc, cfg, cfg.tower_steps, "vision tower")
     tower.encoder.layers = layers
-    tower.eval()
     out.mkdir(parents=True, exist_ok=True)
     tower.save_pretrained(out)
     proc.save_pretrained(out)
-    write_json(out / "tower_pretraining.json", {"steps": cfg.tower_steps, "scenes": cfg.tower_scenes, "final_bce": round(loss.item(), 4)})
+    write_json(out / "tower_pretraining.json", {"steps": cfg.tower_steps, "scenes": cfg.tower_scenes, "final_bce": loss})
     return out
 
 
@@ -241,21 +253,108 @@ def annotate_task(world: shapes.World, model: str, out: Path, mode: str, cfg: De
     return run(rc, out)
 
 
+def mmbt_encoders(world: shapes.World, out: Path, cfg: DemoConfig) -> tuple[Path, Path]:
+    """MMBT's encoders: a small BERT over a WordPiece vocabulary of the world's sentences, and the tiny ResNet pretrained on presence."""
+    from transformers import AutoImageProcessor, BertConfig, BertModel, ResNetModel
+
+    from annotaudit.testing.tiny_models import tiny_resnet, train_wordpiece
+
+    torch.manual_seed(cfg.seed)
+    texts = [shapes.presence_statement(n) for n in shapes.NAMES] + [rec["text"] for _, rec in iter_jsonl(world.memes / "train.jsonl")]
+    texts += [a["caption"] for a in read_json(world.captions[("train", "en")])["annotations"]]
+    tokenizer = train_wordpiece(texts)
+    h = cfg.bert_hidden
+    bert = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=h, num_hidden_layers=2, num_attention_heads=4, intermediate_size=2 * h,
+                                max_position_embeddings=128))
+    (out / "bert").mkdir(parents=True, exist_ok=True)
+    bert.save_pretrained(out / "bert")
+    tokenizer.save_pretrained(out / "bert")
+    resnet_dir = tiny_resnet(out / "resnet", seed=cfg.seed, image_size=cfg.image_size)
+    resnet = ResNetModel.from_pretrained(resnet_dir)
+    loss = pretrain_presence(resnet, lambda x: resnet(pixel_values=x).pooler_output.flatten(1), resnet.config.hidden_sizes[-1],
+                             AutoImageProcessor.from_pretrained(resnet_dir), cfg, cfg.resnet_steps, "ResNet")
+    resnet.save_pretrained(resnet_dir)
+    write_json(resnet_dir / "resnet_pretraining.json", {"steps": cfg.resnet_steps, "scenes": cfg.tower_scenes, "final_bce": loss})
+    return out / "bert", resnet_dir
+
+
+def matching_examples(world: shapes.World, seed: int) -> list:
+    """Presence sentences about the training pictures, true or false by their instances: two objects there, two not, per picture."""
+    from annotaudit.classifiers.data import Example
+
+    data = read_json(world.instances["train"])
+    names = {c["id"]: c["name"] for c in data["categories"]}
+    present: dict[int, set[str]] = {}
+    for ann in data["annotations"]:
+        present.setdefault(ann["image_id"], set()).add(names[ann["category_id"]])
+    rng = random.Random(f"matching-{seed}")
+    examples = []
+    for img in data["images"]:
+        there = sorted(present.get(img["id"], ()))
+        absent = [n for n in shapes.NAMES if n not in there]
+        for k, name in enumerate(rng.sample(there, min(2, len(there))) + rng.sample(absent, 2)):
+            label = "not_hateful" if name in there else "hateful"
+            examples.append(Example(f"{img['id']}-{k}", shapes.presence_statement(name), world.images / img["file_name"], label))
+    rng.shuffle(examples)
+    return examples
+
+
+def pretrain_mmbt(world: shapes.World, models_dir: Path, cfg: DemoConfig) -> tuple[Path, Path, dict[str, Any]]:
+    """MMBT's encoders, pretrained on the world: the ResNet on presence, then BERT on image-text matching over the training pictures.
+
+    The matching run keeps the ResNet frozen; its BERT becomes the text encoder of every arm, while the
+    image projection and the head start fresh, so each arm's labels must teach how picture and sentence
+    meet. With encoders pretrained apart, 180 labelled items leave MMBT near chance (docs/demo.md)."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer, BertModel
+
+    from annotaudit.annotate.tasks import get_task
+    from annotaudit.classifiers.train import ClassifierTrainConfig, train_classifier
+
+    bert, resnet = mmbt_encoders(world, models_dir, cfg)
+    examples = matching_examples(world, cfg.seed)
+    dev = examples[: len(examples) // 10]
+    tc = ClassifierTrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.matching_epochs, batch_size=32, lr=1e-3,
+                               freeze_image_epochs=cfg.matching_epochs, seed=cfg.seed, patience=cfg.matching_epochs)
+    matching = models_dir / "mmbt_matching"
+    metrics = train_classifier(get_task("hateful_memes"), examples[len(dev) :], dev, dev, tc, matching, force=True,
+                               extra_config={"pretraining": "image-text matching on the world's training pictures"})
+    text_encoder = BertModel.from_pretrained(bert)
+    prefix = "text_encoder."
+    weights = {k[len(prefix) :]: v for k, v in load_file(str(matching / "model" / "model.safetensors")).items() if k.startswith(prefix)}
+    text_encoder.load_state_dict(weights)
+    matched = models_dir / "bert_matched"
+    text_encoder.save_pretrained(matched)
+    AutoTokenizer.from_pretrained(bert).save_pretrained(matched)
+    return matched, resnet, metrics
+
+
 def mmbt(world: shapes.World, runs: list[Path], models_dir: Path, out: Path, cfg: DemoConfig) -> dict[str, Any]:
-    """MMBT on human labels against each annotator's labels, tested on the same human test split."""
+    """MMBT on human labels against each annotator's labels, and a text-only MMBT on human labels, tested on the same human test split."""
     from annotaudit.annotate.tasks import get_task
     from annotaudit.classifiers.compare import compare
     from annotaudit.classifiers.data import load_splits
-    from annotaudit.classifiers.train import ClassifierTrainConfig
-    from annotaudit.testing.tiny_models import tiny_bert, tiny_resnet
+    from annotaudit.classifiers.train import ClassifierTrainConfig, train_classifier
 
     task = get_task("hateful_memes")
-    texts = [rec["text"] for _, rec in iter_jsonl(world.memes / "train.jsonl")]
-    bert = tiny_bert(models_dir / "bert", seed=cfg.seed, corpus=texts)
-    resnet = tiny_resnet(models_dir / "resnet", seed=cfg.seed, image_size=cfg.image_size)
+    bert, resnet, matching = pretrain_mmbt(world, models_dir, cfg)
     splits = load_splits(task, world.memes)
-    tc = ClassifierTrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.mmbt_epochs, batch_size=16, lr=1e-3, freeze_image_epochs=0, seed=cfg.seed, patience=cfg.mmbt_epochs)
-    return compare(task, splits, runs, 1, tc, out, data=str(world.memes))
+    tc = ClassifierTrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.mmbt_epochs, batch_size=16, lr=1e-3,
+                               freeze_image_epochs=cfg.mmbt_epochs, seed=cfg.seed, patience=cfg.mmbt_epochs)
+    result = compare(task, splits, runs, 1, tc, out / "classify", data=str(world.memes), force=True)
+    text_only = [[replace(ex, image=None) for ex in split] for split in splits]
+    result["text_only"] = train_classifier(task, *text_only, tc, out / "classify_text_only", force=True,
+                                           extra_config={"labels": "human", "inputs": "text only"})
+    result["matching"] = {"dev_auroc": matching.get("auroc"), "examples": len(matching_examples(world, cfg.seed))}
+    return result
+
+
+def compare_runs(out: Path, runs: list[Path], seed: int) -> dict[str, Any]:
+    """Every annotate and MMBT figure with a bootstrap interval, through `annotaudit compare`."""
+    from annotaudit.compare import compare
+
+    return compare([*runs, out / "classify", out / "classify_text_only"], out / "compare", labels=[f"human, text only={out / 'classify_text_only'}"],
+                   resamples=1000, seed=seed, formats="html,md,csv", force=True)
 
 
 # the whole run -------------------------------------------------------------------------------
@@ -265,9 +364,11 @@ def _step(title: str) -> None:
     console.rule(f"[bold]{title}")
 
 
-def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None) -> dict[str, Any]:
+def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, seed: int | None = None) -> dict[str, Any]:
     """The whole demo; returns the summary also written to out/summary.json."""
     cfg = config or (DemoConfig.quick() if quick else DemoConfig())
+    if seed is not None:
+        cfg = replace(cfg, seed=seed)
     out = Path(out)
     run = RunDir(out, {"demo": asdict(cfg), "quick": quick}, force=True, outputs=[])
     times: dict[str, float] = {}
@@ -302,19 +403,19 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None) -
     after = audit(trained, world, questions, out / "audit_after", cfg)
     lap("audit_after")
     _step("6/7 annotating the image+text task (trained LVLM, SmolLM2-135M)")
-    annotations = {"lvlm": annotate_task(world, "hf:" + str(trained), out / "annotate_lvlm", "score", cfg)}
-    runs = [out / "annotate_lvlm"]
-    if cfg.annotate_smollm2:
-        annotations["smollm2"] = annotate_task(world, "smollm2-135m-instruct", out / "annotate_smollm2", "generate", cfg)
-        runs.append(out / "annotate_smollm2")
+    annotators = {"lvlm": "hf:" + str(trained), **({"smollm2": "smollm2-135m-instruct"} if cfg.annotate_smollm2 else {})}
+    annotations = {who: annotate_task(world, model, out / f"annotate_{who}", "score" if who == "lvlm" else "generate", cfg)
+                   for who, model in annotators.items()}
+    runs = [out / f"annotate_{who}" for who in annotators]
     lap("annotate")
     _step("7/7 MMBT on human labels against LLM labels")
-    classify = mmbt(world, runs, out / "models", out / "classify", cfg)
+    classify = mmbt(world, runs, out / "models", out, cfg)
+    comparison = compare_runs(out, runs, cfg.seed)
     lap("mmbt")
-    summary = flat_summary(before, after, annotations, classify)
+    summary = flat_summary(before, after, annotations, classify, comparison, annotators)
     summary["seconds"] = times
     write_json(out / "summary.json", summary)
-    report(summary, world, before, after, annotations, classify, cfg).write(out)
+    demo_report(out).write(out)
     run.finish(**{"seconds_" + k: v for k, v in times.items()})
     console.print(f"[green]report: {out / 'report.html'}  summary: {out / 'summary.json'}")
     return summary
@@ -327,13 +428,18 @@ def _num(v: Any) -> Any:
     return round(float(v), 4) if isinstance(v, int | float) else v
 
 
-def _f(v: Any) -> float:
-    """A chartable number: a missing value (no mentions, no answers) is NaN."""
-    return float(v) if isinstance(v, int | float) else float("nan")
+def _arm(labels: str, annotators: dict[str, str]) -> str:
+    """The summary's name for an MMBT arm: human, text_only, or the annotator's short name."""
+    from annotaudit.compare.runs import model_name
+
+    if labels.startswith("human, text only"):
+        return "text_only"
+    return next((who for who, model in annotators.items() if model_name(model) == labels), labels)
 
 
-def flat_summary(before: dict, after: dict, annotations: dict, classify: dict) -> dict[str, Any]:
-    """Flat keys: pope.<when>.<lang>.<setting>.<metric>, chair.<when>.<lang>.<metric>, annotate.<who>.<metric>, mmbt.<arm>.<metric>."""
+def flat_summary(before: dict, after: dict, annotations: dict, classify: dict, comparison: dict, annotators: dict[str, str]) -> dict[str, Any]:
+    """Flat keys: pope.<when>.<lang>.<setting>.<metric>, chair.<when>.<lang>.<metric>, annotate.<who>.<metric>,
+    mmbt.<arm>.<metric> with .low and .high (95% bootstrap over test items) for the arms human, text_only and each annotator."""
     flat: dict[str, Any] = {}
     for when, res in (("before", before), ("after", after)):
         for lang in LANGS:
@@ -345,50 +451,17 @@ def flat_summary(before: dict, after: dict, annotations: dict, classify: dict) -
                 if m in res["chair"][lang]:
                     flat[f"chair.{when}.{lang}.{m}"] = _num(res["chair"][lang][m])
     for who, m in annotations.items():
-        for key in ("accuracy", "accuracy_all", "answer_rate", "macro_f1", "kappa", "auroc"):
-            if key in m:
+        for key in ("accuracy_all", "answer_rate", "macro_f1", "kappa", "auroc"):
+            if m.get(key) is not None:
                 flat[f"annotate.{who}.{key}"] = _num(m[key])
-    arms = ["human", *annotations]  # compare() trains on human labels first, then each run in order
-    for arm, res in zip(arms, classify["results"].values()):
-        for metric in ("auroc", "accuracy"):
-            if metric in res:
-                flat[f"mmbt.{arm}.{metric}"] = _num(res[metric]["mean"])
+    tables = {t["name"]: t for t in comparison["tables"]}
+    for row in tables["mmbt"]["rows"]:
+        arm = _arm(row["labels"], annotators)
+        for metric, column in (("auroc", "AUROC"), ("accuracy", "Acc")):
+            cell = row.get(column)
+            if isinstance(cell, dict):
+                flat[f"mmbt.{arm}.{metric}"] = _num(cell["value"])
+                flat[f"mmbt.{arm}.{metric}.low"] = _num(cell["low"])
+                flat[f"mmbt.{arm}.{metric}.high"] = _num(cell["high"])
+    flat["mmbt.matching.dev_auroc"] = _num(classify["matching"]["dev_auroc"])
     return flat
-
-
-def report(summary: dict, world: shapes.World, before: dict, after: dict, annotations: dict, classify: dict, cfg: DemoConfig) -> Report:
-    r = Report("annotaudit demo: the shapes world")
-    r.text(f"A LLaVA-NeXT built from a small CLIP-style tower and a tiny Llama, trained on {cfg.n_train} synthetic pictures "
-           f"in English and Italian, audited before and after training; then the trained LVLM and SmolLM2-135M annotate an "
-           f"image+text task, and MMBT learns from their labels. Times (s): {summary.get('seconds', {})}.")
-    r.heading("The world")
-    from PIL import Image
-
-    sheet = Image.new("RGB", (4 * 2 * cfg.image_size, 2 * 2 * cfg.image_size), "white")
-    for k, name in enumerate(sorted(p.name for p in world.images.glob("*.png"))[:8]):
-        sheet.paste(Image.open(world.images / name), ((k % 4) * 2 * cfg.image_size, (k // 4) * 2 * cfg.image_size))
-    r.image(sheet, "Eight training pictures")
-    r.heading("POPE")
-    rows = []
-    for when in ("before", "after"):
-        for lang in LANGS:
-            for s in SETTINGS:
-                rows.append({"model": when, "language": lang, "setting": s, **{m: summary[f"pope.{when}.{lang}.{s}.{m}"] for m in ("accuracy", "precision", "recall", "f1", "yes_ratio")}})
-    r.table(rows, caption="POPE before and after training (generate mode, greedy)")
-    r.bar_chart({f"{when} {lang}": {s: _f(summary[f"pope.{when}.{lang}.{s}.f1"]) for s in SETTINGS} for when in ("before", "after") for lang in LANGS}, "POPE F1", "F1")
-    r.heading("CHAIR")
-    r.table([{"model": when, "language": lang, **{m: summary.get(f"chair.{when}.{lang}.{m}") for m in ("chair_i", "chair_s", "recall", "mean_length")}}
-             for when in ("before", "after") for lang in LANGS], caption="CHAIR of captions of held-out pictures")
-    r.bar_chart({f"{when} {lang}": {"CHAIR_i": _f(summary.get(f"chair.{when}.{lang}.chair_i")), "CHAIR_s": _f(summary.get(f"chair.{when}.{lang}.chair_s"))}
-                 for when in ("before", "after") for lang in LANGS}, "CHAIR (lower is better)")
-    r.heading("Annotation")
-    r.table([{"annotator": who, **{k: _num(m.get(k)) for k in ("n", "answer_rate", "accuracy", "accuracy_all", "macro_f1", "kappa", "auroc")}} for who, m in annotations.items()],
-            caption="Annotators against the human labels of the task's training split")
-    r.bar_chart({who: {"accuracy": _f(m.get("accuracy_all")), "answer rate": _f(m.get("answer_rate"))} for who, m in annotations.items()}, "Annotators")
-    r.heading("MMBT: human labels against LLM labels")
-    r.table([{"labels": arm, "n_train": res.get("n_train"), **{m: res[m]["mean"] for m in ("auroc", "accuracy") if m in res}}
-             for arm, res in zip(["human", *annotations], classify["results"].values())],
-            caption="MMBT tested on the human-labelled test split")
-    r.heading("Headline figures")
-    r.table([{"key": k, "value": v} for k, v in summary.items() if k != "seconds"])
-    return r

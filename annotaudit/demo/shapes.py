@@ -6,17 +6,16 @@ from four themes with their own typical objects and background tint, so objects 
 they do in COCO and popular and adversarial POPE are harder than random.
 
 `generate_world(out)` writes:
-  images/<id>.png                          every scene (train, val and classification images)
+  images/<id>.png                          the training and held-out scenes
   annotations/instances_{split}.json       COCO instances (bbox, area, polygon segmentation)
   annotations/captions_{split}_{lang}.json COCO captions, English and Italian
   llava/pretrain_{lang}.json               LLaVA pretraining pairs (image, short caption)
   llava/instruct_{lang}.json               LLaVA conversations: presence, colour, count, statements, descriptions
   llava/pretrain.json, llava/instruct.json both languages, interleaved
-  memes/{train,dev_seen,test_unseen}.jsonl an image+text task in the Hateful Memes layout ({id,img,label,text},
-                                           images under memes/img/); label 1 = the sentence is true of the image,
-                                           label 1 = the sentence is FALSE of the image (the flagged
-                                           class, read as "hateful"), "human" labels with a few deliberate slips
-                                           (field `truth` keeps the fact)
+  memes/{train,dev_seen,test_unseen}.jsonl an image+text task in the Hateful Memes layout ({id,img,label,text,truth,objects},
+                                           pictures of their own under memes/img/): "There is a kite in the picture.";
+                                           label 1 (the flagged class, read as "hateful") = the sentence is FALSE of
+                                           the picture; "human" labels with a few deliberate slips (`truth` keeps the fact)
   memes/task.yaml                          the same task for `annotate run --task`
   world.json                               categories with English and Italian names, colours, themes, counts
 """
@@ -339,7 +338,7 @@ def count_qa(category: str, scene: Scene, lang: str) -> tuple[str, str]:
 STATEMENT_PROMPT = "{text}\nIs the sentence above true for the image? Answer yes or no."
 
 
-def statement(category: str, colour: str, lang: str = "en") -> str:
+def statement(category: str, colour: str | None, lang: str = "en") -> str:
     if lang == "en":
         return f"There is {phrase_en(category, colour)} in the picture."
     return f"C'è {phrase_it(category, colour)} nell'immagine."
@@ -393,10 +392,13 @@ def conversations(rng: random.Random, scene: Scene, lang: str, image: str, negat
     elif kind < 0.6:
         other = count_qa(cat, scene, lang)
     else:
-        if rng.random() < 0.5:
-            text, truth = statement(cat, rng.choice(scene.colours(cat)), lang), True
+        with_colour, truth = rng.random() < 0.5, rng.random() < 0.5
+        if truth:
+            text = statement(cat, rng.choice(scene.colours(cat)) if with_colour else None, lang)
+        elif with_colour:
+            text = statement(*_false_statement(rng, scene), lang)
         else:
-            text, truth = statement(*_false_statement(rng, scene), lang), False
+            text = statement(rng.choice(absent), None, lang)
         q = STATEMENT_PROMPT.format(text=text) if lang == "en" else f"{text}\nLa frase qui sopra è vera per l'immagine? Rispondi sì o no."
         other = (q, (YES[lang] if truth else "No") + ".")
     describe = [other, (rng.choice(CAPTION_PROMPTS[lang]), captions(scene, lang)[0])]
@@ -488,11 +490,10 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
     img_dir = root / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
-    total = n_train + n_val + n_memes
-    scenes = [sample_scene(rng, i + 1, image_size) for i in range(total)]
+    scenes = [sample_scene(rng, i + 1, image_size) for i in range(n_train + n_val)]
     for s in scenes:
         render(s, image_size).save(img_dir / file_name(s.id), format="PNG", optimize=False)
-    splits = {"train": scenes[:n_train], "val": scenes[n_train : n_train + n_val]}
+    splits = {"train": scenes[:n_train], "val": scenes[n_train:]}
     instances = {k: _dump(root / f"annotations/instances_{k}.json", coco_instances(v, image_size)) for k, v in splits.items()}
     caps = {(k, lang): _dump(root / f"annotations/captions_{k}_{lang}.json", coco_captions(v, image_size, lang)) for k, v in splits.items() for lang in ("en", "it")}
     freq = Counter(c for s in splits["train"] for c in s.categories())
@@ -510,27 +511,43 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
     for key, files in (("pretrain", pretrain), ("instruct", instruct)):
         both = _interleave(*(read_json(files[lang]) for lang in ("en", "it")))
         files["both"] = _dump(root / f"llava/{key}.json", both)
-    memes_dir, task = _write_memes(root, scenes[n_train + n_val :], random.Random(f"{seed}-memes"), human_error)
+    memes_dir, task = _write_memes(root, n_memes, n_train + n_val + 1, image_size, random.Random(f"{seed}-memes"), human_error)
     meta = _dump(root / "world.json", _meta(splits, freq, seed, image_size, n_memes, negative_skew))
     return World(root, img_dir, instances, caps, pretrain, instruct, memes_dir, task, meta)
 
 
-def _write_memes(root: Path, scenes: list[Scene], rng: random.Random, human_error: float) -> tuple[Path, Path]:
-    """Statements about each picture, in the Hateful Memes layout, with 'human' labels that slip now and then."""
+MEME_OBJECTS = NAMES
+
+
+def presence_statement(category: str) -> str:
+    return f"There is {phrase_en(category, None)} in the picture."
+
+
+def _meme_scene(rng: random.Random, scene_id: int, size: int) -> tuple[Scene, str, bool]:
+    """A scene, the object a statement names, and whether it is there.
+
+    The object is drawn uniformly and its presence by a fair coin, then scenes are drawn until they
+    agree: the sentence alone says nothing about its label, so only a model that looks can do better
+    than chance."""
+    category, present = rng.choice(MEME_OBJECTS), rng.random() < 0.5
+    while True:
+        scene = sample_scene(rng, scene_id, size)
+        if (category in scene.categories()) == present:
+            return scene, category, present
+
+
+def _write_memes(root: Path, n: int, first_id: int, size: int, rng: random.Random, human_error: float) -> tuple[Path, Path]:
+    """Presence statements about pictures of their own, in the Hateful Memes layout, with 'human' labels that slip now and then."""
     memes = root / "memes"
     (memes / "img").mkdir(parents=True, exist_ok=True)
     rows = []
-    for s in scenes:
-        if rng.random() < 0.5:
-            cat = rng.choice(s.categories())
-            text, truth = statement(cat, rng.choice(s.colours(cat))), 0
-        else:
-            text, truth = statement(*_false_statement(rng, s)), 1
+    for k in range(n):
+        scene, category, present = _meme_scene(rng, first_id + k, size)
+        truth = 0 if present else 1
         label = 1 - truth if rng.random() < human_error else truth
-        src = root / "images" / file_name(s.id)
-        (memes / "img" / file_name(s.id)).write_bytes(src.read_bytes())
-        rows.append({"id": s.id, "img": f"img/{file_name(s.id)}", "label": label, "text": text, "truth": truth})
-    n = len(rows)
+        render(scene, size).save(memes / "img" / file_name(scene.id), format="PNG", optimize=False)
+        rows.append({"id": scene.id, "img": f"img/{file_name(scene.id)}", "label": label, "text": presence_statement(category), "truth": truth,
+                     "objects": scene.categories()})
     parts = {"train": rows[: n * 6 // 10], "dev_seen": rows[n * 6 // 10 : n * 7 // 10], "test_unseen": rows[n * 7 // 10 :]}
     for name, part in parts.items():
         write_text(memes / f"{name}.jsonl", "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in part))
