@@ -31,9 +31,9 @@ def test_demo_quick_writes_report_and_summary(quick_demo):
         assert (out / sub / "run.json").is_file(), sub
 
 
-# The quick demo's MMBT, trained on the human labels of 120 items, scored well above this on its 60 test items
-# at every seed tried (docs/demo.md); chance is 0.5.
-QUICK_HUMAN_AUROC_FLOOR = 0.75
+# The quick demo's MMBT, trained on the human labels of its 180 training items, scored AUROC 0.775 [0.665, 0.877]
+# on its 90 test items here (the run is deterministic); chance is 0.5.
+QUICK_HUMAN_AUROC_FLOOR = 0.65
 
 
 @pytest.mark.slow

@@ -59,8 +59,8 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> DemoConfig:
-        return cls(n_train=300, n_val=12, n_memes=200, tower_scenes=1000, tower_steps=40, llm_pretrain_steps=10, finetune_epochs=1, pope_images=6,
-                   chair_images=4, resnet_steps=800, matching_epochs=6, mmbt_epochs=10)
+        return cls(n_train=600, n_val=12, n_memes=300, tower_scenes=1500, tower_steps=40, llm_pretrain_steps=10, finetune_epochs=1, pope_images=6,
+                   chair_images=4, resnet_steps=1500, matching_epochs=8, mmbt_epochs=20)
 
 
 # models --------------------------------------------------------------------------------------

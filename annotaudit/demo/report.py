@@ -661,7 +661,12 @@ def _chair_row(demo: DemoFolder, lang: str, when: str) -> dict[str, Any] | None:
         return None
     ints = {k: int(metrics[k]) for k in ("n_captions", "n_mentions") if isinstance(metrics.get(k), int | float)}
     return {"language": lang, "when": f"{when} training", "captions": ints.get("n_captions"), "object mentions": ints.get("n_mentions"),
-            "CHAIR_i": cells["chair_i"], "CHAIR_s": cells["chair_s"], "recall": cells["recall"], "words per caption": cells["mean_length"]}
+            "CHAIR_i": cells["chair_i"], "CHAIR_s": cells["chair_s"], "recall": cells["recall"], "words per caption": _tenths(cells["mean_length"])}
+
+
+def _tenths(cell: Cell | None) -> str | None:
+    """A mean count (words per caption) to a tenth: 12.0, not 12.000."""
+    return f"{cell['value']:.1f}" if _has_value(cell) else None
 
 
 def _chair_verdict(demo: DemoFolder) -> str:
@@ -734,10 +739,12 @@ def mmbt_section(r: Report, demo: DemoFolder, arms: list[Arm]) -> None:
     if not arms:
         return
     r.heading("4. MMBT: what do LLM labels cost?")
-    r.text("MMBT (a small BERT and ResNet, pretrained on matching sentences to the world's pictures) is trained on the training items "
-           "with the human labels, with each annotator's labels (its unanswered items left out), and, as a control, on the human "
-           "labels with the sentence alone and no picture. All are tested on the same human-labelled test items; intervals resample "
-           "those items.")
+    r.text("MMBT starts from a small BERT pretrained on matching presence sentences to the world's training pictures and a small "
+           "ResNet pretrained on which objects a picture holds; its image projection and head start fresh. It is trained on the task's "
+           "training items with the human labels, with each annotator's labels (its unanswered items left out), and, as a control, "
+           "on the human labels with the sentence alone and no picture. All are tested on the same human-labelled test items; "
+           "intervals resample those items. AUROC ranks the items, and part of that ranking comes from the pretrained BERT; "
+           "accuracy shows what the labels taught.")
     r.text(_mmbt_order(demo, arms))
     rows = [{"labels": a.name, "trained on (items)": a.n_train, "AUROC": a.auroc, "accuracy": a.accuracy,
              "label agreement with human": a.label_accuracy, "label answer rate": a.label_answer_rate} for a in arms]
