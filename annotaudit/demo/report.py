@@ -7,6 +7,7 @@ A part whose folder is missing is left out, so older demo folders render too.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -786,10 +787,12 @@ def setup_section(r: Report, demo: DemoFolder) -> None:
 
 
 def _flat_value(key: str, value: Any) -> Any:
-    """A summary value as the folded table prints it: seconds to a tenth, other numbers to three decimals."""
+    """A summary value as summary.json holds it (12.0 stays 12.0, 0.8558 stays 0.8558); seconds to a tenth."""
     if value is None:
         return "n/a"
-    return f"{value:.1f}" if key.startswith("seconds.") and isinstance(value, int | float) else value
+    if key.startswith("seconds.") and isinstance(value, int | float):
+        return f"{value:.1f}"
+    return json.dumps(value) if isinstance(value, int | float) else value
 
 
 def all_figures(r: Report, demo: DemoFolder) -> None:
