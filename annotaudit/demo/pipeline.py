@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from annotaudit.core.io import iter_jsonl, read_json, write_json
 from annotaudit.core.runs import RunDir, console, progress
 from annotaudit.demo import shapes
-from annotaudit.demo.report import demo_report
+from annotaudit.demo.report import arm_key, demo_report
 
 LANGS = ("en", "it")
 SETTINGS = ("random", "popular", "adversarial")
@@ -345,7 +345,7 @@ def mmbt(world: shapes.World, runs: list[Path], models_dir: Path, out: Path, cfg
     text_only = [[replace(ex, image=None) for ex in split] for split in splits]
     result["text_only"] = train_classifier(task, *text_only, tc, out / "classify_text_only", force=True,
                                            extra_config={"labels": "human", "inputs": "text only"})
-    result["matching"] = {"dev_auroc": matching.get("auroc"), "examples": len(matching_examples(world, cfg.seed))}
+    result["matching"] = {"dev_auroc": matching.get("auroc")}
     return result
 
 
@@ -428,15 +428,6 @@ def _num(v: Any) -> Any:
     return round(float(v), 4) if isinstance(v, int | float) else v
 
 
-def _arm(labels: str, annotators: dict[str, str]) -> str:
-    """The summary's name for an MMBT arm: human, text_only, or the annotator's short name."""
-    from annotaudit.compare.runs import model_name
-
-    if labels.startswith("human, text only"):
-        return "text_only"
-    return next((who for who, model in annotators.items() if model_name(model) == labels), labels)
-
-
 def flat_summary(before: dict, after: dict, annotations: dict, classify: dict, comparison: dict, annotators: dict[str, str]) -> dict[str, Any]:
     """Flat keys: pope.<when>.<lang>.<setting>.<metric>, chair.<when>.<lang>.<metric>, annotate.<who>.<metric>,
     mmbt.<arm>.<metric> with .low and .high (95% bootstrap over test items) for the arms human, text_only and each annotator."""
@@ -454,9 +445,12 @@ def flat_summary(before: dict, after: dict, annotations: dict, classify: dict, c
         for key in ("accuracy_all", "answer_rate", "macro_f1", "kappa", "auroc"):
             if m.get(key) is not None:
                 flat[f"annotate.{who}.{key}"] = _num(m[key])
+    from annotaudit.compare.runs import model_name
+
     tables = {t["name"]: t for t in comparison["tables"]}
+    short = {who: model_name(model) for who, model in annotators.items()}
     for row in tables["mmbt"]["rows"]:
-        arm = _arm(row["labels"], annotators)
+        arm = arm_key(row, short)
         for metric, column in (("auroc", "AUROC"), ("accuracy", "Acc")):
             cell = row.get(column)
             if isinstance(cell, dict):

@@ -229,7 +229,10 @@ class Arm:
     n_train: int | None = None
 
 
-def _arm_key(row: dict[str, Any], demo: DemoFolder) -> str:
+def arm_key(row: dict[str, Any], annotators: dict[str, str]) -> str:
+    """An MMBT row of compare's table as the summary names its arm: human, text_only, or the annotator's short name.
+
+    `annotators` maps each short name to its model as compare names it ({'lvlm': 'lvlm_stage2', ...})."""
     labels = str(row.get("labels", ""))
     if labels == "human":
         return "human"
@@ -238,7 +241,7 @@ def _arm_key(row: dict[str, Any], demo: DemoFolder) -> str:
     folder = Path(str(row.get("labels from", ""))).name
     if folder.startswith("annotate_"):
         return folder.removeprefix("annotate_")
-    return next((who for who, model in demo.annotators.items() if model == labels), labels)
+    return next((who for who, model in annotators.items() if model == labels), labels)
 
 
 def _arm_name(key: str, demo: DemoFolder) -> str:
@@ -270,7 +273,7 @@ def mmbt_arms(demo: DemoFolder) -> list[Arm]:
     sizes = _n_train(demo)
     arms = []
     for row in rows:
-        key = _arm_key(row, demo)
+        key = arm_key(row, demo.annotators)
         label = str(row.get("labels", key))
         arms.append(Arm(key, _arm_name(key, demo), label, row.get("AUROC"), row.get("Acc"), row.get("label accuracy"),
                         row.get("label answer rate"), sizes.get("text_only" if key == "text_only" else label)))
