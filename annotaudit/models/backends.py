@@ -3,6 +3,7 @@ shares one generate and one score path; vision backends encode each distinct ima
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 
 from annotaudit.core.errors import InputError
 
+from . import gguf_cache
 from .base import Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
 from .registry import local_folder
 from .templates import render_builtin, render_own
@@ -258,12 +260,43 @@ class CausalLM(HFModel):
 
 @backend("gguf")
 class GGUFLM(CausalLM):
-    """A GGUF file, de-quantized by transformers into an ordinary causal LM."""
+    """A GGUF file, de-quantized by transformers into an ordinary causal LM. The first load of a local file
+    keeps the result as safetensors in the model cache (see models.gguf_cache); later loads read that."""
 
     def __init__(self, entry: ModelEntry, *args: Any, **kwargs: Any):
         if not entry.gguf_file:
             raise ValueError(f"model {entry.name!r}: a gguf entry needs gguf_file")
         super().__init__(entry, *args, **kwargs)
+
+    def _load(self) -> tuple[Any, Any]:
+        gguf = Path(self.entry.checkpoint).expanduser() / str(self.entry.gguf_file)
+        if not gguf_cache.cache_enabled() or not gguf.is_file():
+            return super()._load()
+        dtype = str(self.dtype).removeprefix("torch.")
+        folder = gguf_cache.lookup(gguf, dtype, self.entry.tokenizer_kwargs)
+        if folder is not None:
+            return self._load_cached(folder)
+        model, tok = super()._load()
+        _drop_gguf_marks(model)
+        try:
+            gguf_cache.store(gguf, dtype, self.entry.tokenizer_kwargs, model, tok)
+        except OSError as exc:
+            warnings.warn(f"{gguf_cache.gguf_cache_dir()}: could not keep the de-quantised model ({exc}); the next load de-quantises again", stacklevel=2)
+        return model, tok
+
+    def _load_cached(self, folder: Path) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(folder, **self.entry.tokenizer_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(folder, **{**self._load_kwargs(), "use_safetensors": True, "trust_remote_code": False})
+        return model, tok
+
+
+def _drop_gguf_marks(model: Any) -> None:
+    """The weights are plain tensors once de-quantised; without the GGUF marks the model saves like any other."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 @backend("seq2seq")
