@@ -108,6 +108,7 @@ def test_worth_and_budget_of_a_good_llm():
     classical_half = (yes["classical"]["high"] - yes["classical"]["low"]) / 2
     assert yes["variance_ratio"] == pytest.approx((classical_half / ppi_half) ** 2)
     assert yes["effective_human_labels"] == pytest.approx(300 * yes["variance_ratio"])
+    assert yes["llm_worth_in_human_labels"] == pytest.approx(yes["effective_human_labels"] - 300)
     assert yes["effective_human_labels"] > 2 * 300  # an LLM right 95% of the time is worth more than the humans it joins
     assert 0.5 < yes["lambda"] <= 1
     y = np.array([human[i][0] == "yes" for i in range(300)], dtype=float)

@@ -132,8 +132,9 @@ def prevalence(human: Mapping[Hashable, Sequence[Any]], llm: Mapping[Hashable, A
 
     prevalence(human: {item: [label, ...]}, llm: {item: label}, classes: [label, ...], alpha=0.05)
         -> {class: {"ppi": {estimate, low, high}, "classical": {estimate, low, high, n},
-                    "llm_only": {estimate, low, high, n}, "n_human", "n_llm_only", "lambda",
-                    "effective_human_labels", "variance_ratio", "budget": {"1"|"2"|"5": {...}}}}
+                    "llm_only": {estimate, low, high, n}, "n_human", "n_llm_only", "lambda", "variance_ratio",
+                    "effective_human_labels", "llm_worth_in_human_labels",
+                    "budget": {"1"|"2"|"5": {half_width, human_only, with_llm}}}}
 
     For class c, Y is the share of an item's humans who chose c, Yhat is 1 where the LLM said c on the
     human-labelled items, Yhat_unlabeled the same on the LLM's other items (`n_llm_only` of them); the
@@ -144,9 +145,10 @@ def prevalence(human: Mapping[Hashable, Sequence[Any]], llm: Mapping[Hashable, A
 
     "classical" is the normal interval from the human labels alone; "llm_only" the share of all the LLM's
     labels (n = n_human + n_llm_only) with the same interval, which is biased by the LLM's errors.
-    `variance_ratio` is the human-only variance over the PPI variance and `effective_human_labels`
-    = n_human * variance_ratio: the human sample that alone would give an interval as narrow, so the
-    LLM's labels are worth effective_human_labels - n_human human labels (None where the PPI variance is 0).
+    `variance_ratio` is the human-only variance over the PPI variance; `effective_human_labels`
+    = n_human * variance_ratio is the human sample that alone would give an interval as narrow, and
+    `llm_worth_in_human_labels` = effective_human_labels - n_human what the LLM's labels add to the
+    humans' (None where the PPI variance is 0; below 0 only if lambda, tuned on estimated moments, overshoots).
     `budget[p]` gives the human labels needed for a +-p point interval, by human labels alone and with the
     LLM (its other items held at n_llm_only, lam re-chosen for each size, variances as estimated here).
 
@@ -173,6 +175,7 @@ def prevalence(human: Mapping[Hashable, Sequence[Any]], llm: Mapping[Hashable, A
             "lambda": ppi["lambda"],
             "variance_ratio": ratio,
             "effective_human_labels": None if ratio is None else n * ratio,
+            "llm_worth_in_human_labels": None if ratio is None else n * ratio - n,
             "budget": _budget(y, yhat, yhat_unlabeled, alpha),
         }
     return out
