@@ -1,0 +1,220 @@
+"""annotate verdict: the alt-test, agreement with its ceiling, the readers of every layout, and the run folder."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import ttest_1samp
+from sklearn.metrics import cohen_kappa_score
+
+from annotaudit.annotate import agreement
+from annotaudit.annotate.alttest import NO_ANSWER, alt_test, benjamini_yekutieli
+
+NAN = np.nan
+
+# Krippendorff (2011), "Computing Krippendorff's Alpha-Reliability": 4 coders, 12 units, "." missing.
+WORKED_EXAMPLE = [
+    "1 2 3 3 2 1 4 1 2 . . .",
+    "1 2 3 3 2 2 4 1 2 5 . 3",
+    ". 3 3 3 2 3 4 2 2 5 1 .",
+    "1 2 3 3 2 4 4 1 2 5 1 .",
+]
+
+
+def worked_example() -> np.ndarray:
+    return np.array([[NAN if v == "." else float(v) for v in row.split()] for row in WORKED_EXAMPLE]).T
+
+
+# Agreement ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level, expected", [("nominal", 0.743), ("ordinal", 0.815), ("interval", 0.849), ("ratio", 0.797)])
+def test_alpha_equals_krippendorffs_worked_example(level, expected):
+    assert round(agreement.krippendorff_alpha(worked_example(), level), 3) == expected
+
+
+def random_table(rng: np.random.Generator, missing: float = 0.3) -> np.ndarray:
+    n, coders, k = rng.integers(4, 50), rng.integers(2, 7), rng.integers(2, 7)
+    data = (rng.integers(1, k + 1, (n, coders)) + rng.choice([0.0, 0.5], (n, coders))).astype(float)
+    data[rng.random(data.shape) < missing] = NAN
+    return data
+
+
+def test_alpha_equals_the_reference_package_on_random_tables():
+    krippendorff = pytest.importorskip("krippendorff")  # GPL: a test-only reference, never imported by annotaudit
+    rng = np.random.default_rng(7)
+    compared = 0
+    for _ in range(200):
+        data = random_table(rng)
+        for level in agreement.LEVELS:
+            ours = agreement.krippendorff_alpha(data, level)
+            if not math.isfinite(ours):
+                continue
+            assert ours == pytest.approx(krippendorff.alpha(reliability_data=data.T, level_of_measurement=level), abs=1e-9)
+            compared += 1
+    assert compared > 700
+
+
+def test_kappas_equal_scikit_learn_and_statsmodels():
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        data = rng.integers(0, 4, (60, 4)).astype(float)
+        data[rng.random(data.shape) < 0.2] = NAN
+        both = ~np.isnan(data[:, 0]) & ~np.isnan(data[:, 1])
+        ours = agreement.cohen_kappa(data[:, 0], data[:, 1])
+        assert ours["n_items"] == both.sum()
+        assert ours["value"] == pytest.approx(cohen_kappa_score(data[both, 0], data[both, 1]), abs=1e-12)
+    inter_rater = pytest.importorskip("statsmodels.stats.inter_rater")
+    complete = data[~np.isnan(data).any(1)]
+    table, _ = inter_rater.aggregate_raters(complete.astype(int))
+    fleiss = agreement.fleiss_kappa(data)
+    assert fleiss["n_items"] == len(complete) and fleiss["value"] == pytest.approx(inter_rater.fleiss_kappa(table), abs=1e-12)
+
+
+def test_bootstrap_intervals_hold_the_figure_and_narrow_with_more_items():
+    rng = np.random.default_rng(0)
+
+    def noisy(n):
+        truth = rng.integers(0, 3, n)
+        return np.stack([np.where(rng.random(n) < 0.3, rng.integers(0, 3, n), truth) for _ in range(3)], 1).astype(float)
+
+    small, large = noisy(60), noisy(2000)
+    a = agreement.alpha_with_interval(small, ("nominal",), agreement.Bootstrap(60))["nominal"]
+    b = agreement.alpha_with_interval(large, ("nominal",), agreement.Bootstrap(2000))["nominal"]
+    assert a["low"] < a["value"] < a["high"] and b["low"] < b["value"] < b["high"]
+    assert b["high"] - b["low"] < (a["high"] - a["low"]) / 3
+    assert agreement.majority(np.array([[1, 1, 2], [1, 2, NAN], [3, NAN, NAN]])).tolist()[::2] == [1.0, 3.0]
+    assert math.isnan(agreement.majority(np.array([[1, 2, NAN]]))[0])
+
+
+# The alt-test ------------------------------------------------------------------------------------
+
+
+def procedure_by_hand(humans: dict, llm: dict, scoring: str, epsilon: float, q: float, min_humans: int, min_items: int):
+    """The alt-test as the issue and the paper spell it, one item at a time with plain dicts (the check on alttest.alt_test)."""
+
+    def score(label, others):
+        if scoring == "accuracy":
+            return sum(label == o for o in others) / len(others)
+        if label is None:
+            return -math.inf
+        return -math.sqrt(sum((label - o) ** 2 for o in others) / len(others))
+
+    who = {}
+    for annotator, labels in humans.items():
+        for item in labels:
+            who.setdefault(item, []).append(annotator)
+    kept = {item for item, names in who.items() if len(names) >= min_humans and item in llm}
+    p_values, shares = {}, {}
+    for h, labels in humans.items():
+        items = [i for i in labels if i in kept]
+        if len(items) < min_items:
+            continue
+        d, wins = [], []
+        for i in items:
+            others = [humans[g][i] for g in who[i] if g != h]
+            s_h, s_f = score(labels[i], others), score(llm[i], others)
+            d.append(int(s_h >= s_f) - int(s_f >= s_h))
+            wins.append(int(s_f >= s_h))
+        p = ttest_1samp(d, epsilon, alternative="less").pvalue
+        p_values[h] = None if math.isnan(p) else p
+        shares[h] = sum(wins) / len(wins)
+    m = len(p_values)
+    harmonic = sum(1 / k for k in range(1, m + 1))
+    ranked = sorted(p_values, key=lambda h: math.inf if p_values[h] is None else p_values[h])
+    cut = max((k for k, h in enumerate(ranked, 1) if p_values[h] is not None and p_values[h] <= k / m * q / harmonic), default=0)
+    rejected = set(ranked[:cut])
+    return len(rejected) / m, sum(shares.values()) / m, p_values, rejected
+
+
+def as_matrix(humans: dict, llm: dict):
+    items = sorted({i for labels in humans.values() for i in labels})
+    table = np.array([[humans[a].get(i, NAN) for a in humans] for i in items], dtype=float)
+    vector = np.array([NO_ANSWER if llm.get(i, NAN) is None else llm.get(i, NAN) for i in items], dtype=float)
+    return table, vector
+
+
+@pytest.mark.parametrize("scoring", ["accuracy", "neg_rmse"])
+def test_alt_test_equals_the_procedure_written_out(scoring):
+    rng = np.random.default_rng(11 if scoring == "accuracy" else 12)
+    checked = 0
+    for _ in range(40):
+        n, coders = int(rng.integers(30, 90)), int(rng.integers(2, 6))
+        truth = rng.integers(1, 6, n)
+        humans = {f"h{a}": {f"i{i}": int(np.clip(truth[i] + rng.integers(-1, 2), 1, 5)) for i in range(n) if rng.random() < 0.8}
+                  for a in range(coders)}
+        llm = {f"i{i}": (None if rng.random() < 0.05 else int(np.clip(truth[i] + rng.integers(-1, 2), 1, 5))) for i in range(n) if rng.random() < 0.9}
+        min_items = int(rng.integers(15, 40))
+        try:
+            expected = procedure_by_hand(humans, llm, scoring, 0.1, 0.05, 2, min_items)
+        except ZeroDivisionError:  # no annotator reached min_items
+            continue
+        table, vector = as_matrix(humans, llm)
+        result = alt_test(table, vector, list(humans), scoring, 0.1, 0.05, 2, min_items)
+        omega, rho, p_values, rejected = expected
+        assert result.winning_rate == omega and result.advantage_probability == pytest.approx(rho, abs=1e-12)
+        assert {a: t.p_value for a, t in result.annotators.items()} == pytest.approx(p_values, abs=1e-12)
+        assert {a for a, t in result.annotators.items() if t.rejected} == rejected
+        assert result.passed == (omega >= 0.5)
+        checked += 1
+    assert checked >= 25
+
+
+def test_benjamini_yekutieli_rejects_up_to_the_largest_k_below_its_line():
+    # m = 4: H_4 = 25/12, lines k/4 * 0.05 / H_4 = 0.006, 0.012, 0.018, 0.024
+    assert benjamini_yekutieli([0.001, 0.02, 0.013, None], 0.05) == [True, False, False, False]
+    assert benjamini_yekutieli([0.02, 0.001, 0.011, 0.5], 0.05) == [False, True, True, False]
+    assert benjamini_yekutieli([0.017, 0.0, 0.011, 0.03], 0.05) == [True, True, True, False]  # 0.017 <= 0.018 carries 0.011 with it
+    assert benjamini_yekutieli([], 0.05) == []
+
+
+def test_undefined_p_value_is_null_and_not_rejected():
+    """All humans agree and so does the LLM: every item is a tie, d has no variance, and at ε = 0 the t-test is undefined."""
+    labels = np.tile(np.arange(40) % 3, (3, 1)).T.astype(float)
+    result = alt_test(labels, labels[:, 0], ["a", "b", "c"], "accuracy", epsilon=0.0)
+    assert all(t.p_value is None and not t.rejected for t in result.annotators.values())
+    assert result.winning_rate == 0.0 and result.advantage_probability == 1.0 and not result.passed
+    at_ten = alt_test(labels, labels[:, 0], ["a", "b", "c"], "accuracy", epsilon=0.1)  # d = 0 < 0.1 with no variance: p = 0
+    assert at_ten.winning_rate == 1.0 and all(t.p_value == 0.0 for t in at_ten.annotators.values())
+
+
+def test_no_answer_matches_no_human():
+    humans = np.array([[1, 1, 2]] * 40, dtype=float)
+    llm = np.full(40, NO_ANSWER)
+    for scoring in ("accuracy", "neg_rmse"):
+        result = alt_test(humans, llm, ["a", "b", "c"], scoring, epsilon=0.2)
+        assert result.annotators["a"].llm_wins == 0.0 and result.annotators["a"].human_wins == 1.0
+    # under accuracy, annotator c matches nobody either, a tie that counts for both; under neg_rmse c is still closer
+    assert alt_test(humans, llm, ["a", "b", "c"], "accuracy", epsilon=0.2).annotators["c"].llm_wins == 1.0
+    assert alt_test(humans, llm, ["a", "b", "c"], "neg_rmse", epsilon=0.2).annotators["c"].llm_wins == 0.0
+
+
+# Simulations: K categories; each annotator keeps the true label with probability 1 - eta, else draws from the prior.
+
+
+def simulate(rng, items: int, annotators: int, prior: np.ndarray, eta_humans: float, eta_llm: float):
+    truth = rng.choice(len(prior), items, p=prior)
+
+    def annotate(eta):
+        return np.where(rng.random(items) < eta, rng.choice(len(prior), items, p=prior), truth).astype(float)
+
+    return np.stack([annotate(eta_humans) for _ in range(annotators)], 1), annotate(eta_llm)
+
+
+PRIOR = np.array([0.4, 0.3, 0.2, 0.1])
+
+
+def test_an_llm_as_noisy_as_the_humans_rarely_passes_at_epsilon_zero():
+    rng = np.random.default_rng(2025)
+    names = ["a", "b", "c"]
+    passes = [alt_test(*simulate(rng, 100, 3, PRIOR, 0.3, 0.3), names, epsilon=0.0).passed for _ in range(200)]
+    assert np.mean(passes) <= 0.10
+
+
+def test_an_llm_three_times_less_noisy_passes_at_epsilon_one_tenth():
+    rng = np.random.default_rng(2026)
+    names = ["a", "b", "c"]
+    passes = [alt_test(*simulate(rng, 100, 3, PRIOR, 0.3, 0.1), names, epsilon=0.1).passed for _ in range(200)]
+    assert np.mean(passes) >= 0.80
