@@ -11,10 +11,36 @@ import warnings
 from collections import defaultdict
 from typing import Any
 
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import cohen_kappa_score, f1_score, precision_recall_fscore_support, roc_auc_score
 from sklearn.preprocessing import MultiLabelBinarizer
 
+from annotaudit.core.metrics import Arrays, MetricSpec, defined, flags, ratio
+
 from .tasks import NOANSWER, Task
+
+
+def agrees(record: dict[str, Any]) -> bool:
+    """The annotator's label is the human one (for multi-label tasks: the same set of labels; NOANSWER never agrees)."""
+    target, prediction = record["target"], record["prediction"]
+    if isinstance(target, list):
+        return isinstance(prediction, list) and set(map(str, prediction)) == set(map(str, target))
+    return prediction == target
+
+
+def agreement_parts(records: list[dict[str, Any]]) -> Arrays:
+    """Per item: whether it has a human label, whether the annotator's label agrees with it, whether the annotator answered."""
+    labeled = flags(r.get("target") not in (None, []) for r in records)
+    return {"labeled": labeled, "correct": labeled * flags(agrees(r) for r in records),
+            "answered": flags((r.get("meta") or {}).get("answered") for r in records)}
+
+
+ACCURACY = MetricSpec("accuracy", agreement_parts, ratio("correct", "labeled"))  # over labelled items, NOANSWER wrong
+ANSWER_RATE = MetricSpec("answer_rate", agreement_parts, ratio("answered"))
+METRICS = (ACCURACY, ANSWER_RATE)
+
+
+def _accuracy(records: list[dict[str, Any]]) -> float | None:
+    return defined(ACCURACY.score(records))
 
 
 def label_scores(record: dict[str, Any]) -> dict[str, float] | None:
@@ -42,11 +68,10 @@ def _auroc(records: list[dict[str, Any]], task: Task) -> float | None:
 def _single(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
     truth = [r["target"] for r in records]
     pred = [r["prediction"] for r in records]
-    answered = [(t, p) for t, p in zip(truth, pred) if p != NOANSWER]
     prec, rec, f1, support = precision_recall_fscore_support(truth, pred, labels=task.labels, zero_division=0)
     out = {
-        "accuracy_answered": accuracy_score(*zip(*answered)) if answered else None,
-        "accuracy_all": accuracy_score(truth, pred),
+        "accuracy_answered": _accuracy([r for r in records if r["prediction"] != NOANSWER]),
+        "accuracy_all": _accuracy(records),
         "macro_f1": float(f1_score(truth, pred, labels=task.labels, average="macro", zero_division=0)),
         "kappa": kappa(truth, pred),
         "per_class": {lab: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -71,10 +96,9 @@ def _multi(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
     truth = mlb.fit_transform([r["target"] for r in records])
     pred = mlb.transform([[] if r["prediction"] == NOANSWER else r["prediction"] for r in records])
     prec, rec, f1, support = precision_recall_fscore_support(truth, pred, zero_division=0)
-    answered = [i for i, r in enumerate(records) if r["prediction"] != NOANSWER]
     return {
-        "accuracy_answered": float(accuracy_score(truth[answered], pred[answered])) if answered else None,
-        "accuracy_all": float(accuracy_score(truth, pred)),
+        "accuracy_answered": _accuracy([r for r in records if r["prediction"] != NOANSWER]),
+        "accuracy_all": _accuracy(records),
         "macro_f1": float(f1_score(truth, pred, average="macro", zero_division=0)),
         "micro_f1": float(f1_score(truth, pred, average="micro", zero_division=0)),
         "samples_f1": float(f1_score(truth, pred, average="samples", zero_division=0)),
@@ -84,10 +108,9 @@ def _multi(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
 
 
 def _measure(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
-    n = len(records)
-    answered = sum(bool(r["meta"].get("answered")) for r in records)
+    arrays = agreement_parts(records)
     out: dict[str, Any] = {
-        "task": task.name, "n": n, "answered": answered, "answer_rate": answered / n if n else None,
+        "task": task.name, "n": len(records), "answered": int(arrays["answered"].sum()), "answer_rate": defined(ANSWER_RATE.value(arrays)),
         "judged": sum(bool(r["meta"].get("judged")) for r in records),
     }
     labeled = [r for r in records if r.get("target") not in (None, [])]

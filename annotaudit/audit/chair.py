@@ -20,8 +20,11 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import Problems, read_json, read_records, read_text, write_json
+from annotaudit.core.metrics import Arrays, MetricSpec, defined, ratio, values
 from annotaudit.core.runner import RECORD_KEYS, RECORDS, run_config, save_records
 from annotaudit.core.runs import MANIFEST, fingerprint
 
@@ -403,49 +406,48 @@ def caption_records(captions: Iterable[Caption], truth: dict[int, set[str]], lan
     return records
 
 
-def _empty_totals() -> dict[str, float]:
-    return {"n_captions": 0, "n_hallucinated_captions": 0, "n_mentions": 0, "n_hallucinated": 0, "n_words": 0, "gt_objects": 0, "gt_mentioned": 0}
-
-
-def _add(tot: dict[str, float], record: dict[str, Any]) -> None:
-    scores = record["scores"]
-    tot["n_captions"] += 1
-    tot["n_hallucinated_captions"] += scores["chair_s"]
-    tot["n_mentions"] += scores["n_mentions"]
-    tot["n_hallucinated"] += scores["n_hallucinated"]
-    tot["n_words"] += scores["n_words"]
-    tot["gt_objects"] += len(record["target"])
-    tot["gt_mentioned"] += len(scores["recalled"])
-
-
-def _metrics(tot: dict[str, float]) -> dict[str, Any]:
-    def ratio(a: float, b: float) -> float | None:
-        return a / b if b else None
-
+def caption_parts(records: Sequence[dict[str, Any]]) -> Arrays:
+    """Per caption: whether it hallucinates, its mentions and hallucinated mentions, its words, the image's objects and those it names."""
+    scores = [r["scores"] for r in records]
     return {
-        "chair_s": ratio(tot["n_hallucinated_captions"], tot["n_captions"]),
-        "chair_i": ratio(tot["n_hallucinated"], tot["n_mentions"]),
-        "recall": ratio(tot["gt_mentioned"], tot["gt_objects"]),
-        "mean_length": ratio(tot["n_words"], tot["n_captions"]),
-        "n_captions": int(tot["n_captions"]),
-        "n_mentions": int(tot["n_mentions"]),
-        "n_hallucinated": int(tot["n_hallucinated"]),
-        "n_hallucinated_captions": int(tot["n_hallucinated_captions"]),
+        "hallucinating": np.array([s["chair_s"] for s in scores], dtype=float),
+        "hallucinated": np.array([s["n_hallucinated"] for s in scores], dtype=float),
+        "mentions": np.array([s["n_mentions"] for s in scores], dtype=float),
+        "words": np.array([s["n_words"] for s in scores], dtype=float),
+        "objects": np.array([len(r["target"]) for r in records], dtype=float),
+        "recalled": np.array([len(s["recalled"]) for s in scores], dtype=float),
+    }
+
+
+METRICS = (MetricSpec("chair_s", caption_parts, ratio("hallucinating")), MetricSpec("chair_i", caption_parts, ratio("hallucinated", "mentions")),
+           MetricSpec("recall", caption_parts, ratio("recalled", "objects")))
+MEAN_LENGTH = MetricSpec("mean_length", caption_parts, ratio("words"))  # describes the captions, not a rate
+
+
+def _metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    arrays = caption_parts(records)
+    figures = {name: defined(v) for name, v in values((*METRICS, MEAN_LENGTH), arrays).items()}
+    return {
+        **figures,
+        "n_captions": len(records),
+        "n_mentions": int(arrays["mentions"].sum()),
+        "n_hallucinated": int(arrays["hallucinated"].sum()),
+        "n_hallucinated_captions": int(arrays["hallucinating"].sum()),
     }
 
 
 def chair_metrics(records: Iterable[dict[str, Any]], language: str = "en", fix_quirks: bool = False) -> dict[str, Any]:
     """CHAIR_s, CHAIR_i, recall and mean length of scored records, overall and per prompt (meta.prompt_id)."""
-    total, by_prompt = _empty_totals(), {}
+    records = list(records)
+    by_prompt: dict[str, list[dict[str, Any]]] = {}
     for rec in records:
-        _add(total, rec)
         prompt_id = (rec.get("meta") or {}).get("prompt_id")
         if prompt_id is not None:
-            _add(by_prompt.setdefault(str(prompt_id), _empty_totals()), rec)
-    metrics = _metrics(total)
+            by_prompt.setdefault(str(prompt_id), []).append(rec)
+    metrics = _metrics(records)
     metrics.update(language=language, fix_quirks=fix_quirks)
     if by_prompt:
-        metrics["by_prompt"] = {p: _metrics(t) for p, t in by_prompt.items()}
+        metrics["by_prompt"] = {p: _metrics(recs) for p, recs in by_prompt.items()}
     return metrics
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_records, safe_path
+from annotaudit.core.metrics import Arrays, MetricSpec, flags, item_arrays, ratio, values
 from annotaudit.core.report import Report
 from annotaudit.core.runner import Sample, make_record, rescore_run, run_config, run_samples
 from annotaudit.core.runs import fingerprint
@@ -165,14 +166,22 @@ def answer_scores(answer: str, target: Any) -> dict[str, bool]:
     return {"exact": exact_match(answer, target), "approx": approx_match(answer, target)}
 
 
+def answer_parts(records: list[dict[str, Any]]) -> Arrays:
+    """Per answer: 1 when it matches the label exactly, and when approximately."""
+    scores = [answer_scores(r["prediction"], r["target"]) for r in records]
+    return {"exact": flags(s["exact"] for s in scores), "approx": flags(s["approx"] for s in scores)}
+
+
+METRICS = (MetricSpec("exact", answer_parts, ratio("exact")), MetricSpec("approx", answer_parts, ratio("approx")))
+
+
 def summarize_formattings(records: list[dict[str, Any]], formattings: list[str]) -> dict[str, Any]:
     """Per formatting exact and approximate accuracy; mean and std of exact; the worst one rescored."""
     per: dict[str, dict[str, float]] = {}
     for f in formattings:
-        scores = [answer_scores(r["prediction"], r["target"]) for r in records if r["meta"]["formatting"] == f]
-        if scores:
-            per[f] = {"n": len(scores), "exact": sum(s["exact"] for s in scores) / len(scores),
-                      "approx": sum(s["approx"] for s in scores) / len(scores)}
+        chosen = [r for r in records if r["meta"]["formatting"] == f]
+        if chosen:
+            per[f] = {"n": len(chosen), **values(METRICS, item_arrays(METRICS, chosen))}
     exact = [v["exact"] for v in per.values()]
     worst = min(per, key=lambda f: per[f]["exact"]) if per else None
     return {
