@@ -119,7 +119,7 @@ def test_score_matches_pope_rule_on_shared_files(tmp_path, setting):
     out = tmp_path / "scored"
     result = CliRunner().invoke(app, ["score", "--questions", str(questions), "--answers", str(path), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert json.loads((out / "metrics.json").read_text())["templates"][f"coco_pope_{setting}"]["1"]["f1"] == ref["f1"]
+    assert json.loads((out / "metrics.json").read_text())["templates"][setting]["1"]["f1"] == ref["f1"]  # the setting, not the file stem
 
 
 def test_score_pairs_by_question_id_and_reports_bad_lines(tmp_path):
@@ -354,9 +354,9 @@ def test_run_tiny_lvlm(tmp_path, tiny, kind, mode, language):
     assert all(a["target"] in ("yes", "no") and set(a["input"]) == {"prompt", "image"} for a in answers)
     if language == "it":
         assert all(a["input"]["prompt"].startswith("C'è ") for a in answers)
-    m = json.loads((out / "metrics.json").read_text())["templates"]["tiny_pope_random"]["1"]
+    m = json.loads((out / "metrics.json").read_text())["templates"]["random"]["1"]
     assert m["n"] == 12 and m["yes_ratio"] == sum(a["prediction"] == "yes" for a in answers) / 12
-    assert summary["tiny_pope_random"]["accuracy"] == m["accuracy"]
+    assert summary["random"]["accuracy"] == m["accuracy"]
     if mode == "score":
         assert all(a["prediction"] == ("yes" if a["scores"]["logp_yes"] > a["scores"]["logp_no"] else "no") for a in answers)
         assert 0.0 <= m["auroc"] <= 1.0 and "calibration" in m
@@ -406,8 +406,8 @@ def test_run_cli_prompt_variants_all(tmp_path, tiny):
         texts[r["meta"]["template"]].add(r["input"]["prompt"].split(" ")[0])
     assert dict(texts) == {1: {"Is"}, 2: {"Does"}, 3: {"Have"}, 4: {"Can"}}
     metrics_file = json.loads((out / "metrics.json").read_text())
-    summary = metrics_file["summary"]["tiny_pope_adversarial"]
-    f1s = [metrics_file["templates"]["tiny_pope_adversarial"][str(v)]["f1"] for v in range(1, 5)]
+    summary = metrics_file["summary"]["adversarial"]
+    f1s = [metrics_file["templates"]["adversarial"][str(v)]["f1"] for v in range(1, 5)]
     assert summary["f1"] == pytest.approx(sum(f1s) / 4) and "f1_std" in summary
     assert "±" in (out / "report.md").read_text()
 

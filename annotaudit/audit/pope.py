@@ -196,7 +196,22 @@ def parse_vlmevalkit(text: str, language: str = "en") -> str:
     return "unknown"
 
 
-PARSERS = {"pope": parse_pope, "strict": parse_strict, "vlmevalkit": parse_vlmevalkit}
+NO_ANSWER = "none"  # a parser's verdict that leaves the question out of TP, FP, TN and FN (RePOPE's rule)
+
+
+def parse_repope(text: str, language: str = "en") -> str:
+    """RePOPE's evaluation code (Neuhaus and Hein 2025): lower-cased, 'yes' anywhere, even inside a word ('eyes'),
+    is yes; otherwise 'no' anywhere ('not', 'nothing', 'know' too) is no; otherwise no answer, left out of the
+    figures and counted. Their third rule, 'not' anywhere is no, is already covered by 'no'. Italian adds 'sì'."""
+    low = text.lower()
+    if "yes" in low or (language == "it" and "sì" in low):
+        return "yes"
+    if "no" in low:
+        return "no"
+    return NO_ANSWER
+
+
+PARSERS = {"pope": parse_pope, "strict": parse_strict, "vlmevalkit": parse_vlmevalkit, "repope": parse_repope}
 
 
 def get_parser(name: str):
@@ -213,7 +228,10 @@ METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "yes_ratio")  # the rat
 def metrics(labels: list[str], predictions: list[str]) -> dict[str, Any]:
     """Accuracy, precision, recall, F1 (positive class yes) and yes-ratio as fractions, with counts.
 
-    A prediction that is neither yes nor no counts as wrong and as not-yes."""
+    A prediction that is neither yes nor no counts as wrong and as not-yes; NO_ANSWER is left out and counted."""
+    kept = [(y, p) for y, p in zip(labels, predictions) if p != NO_ANSWER]
+    no_answer = len(labels) - len(kept)
+    labels, predictions = [y for y, _ in kept], [p for _, p in kept]
     tp = sum(1 for y, p in zip(labels, predictions) if y == "yes" and p == "yes")
     fp = sum(1 for y, p in zip(labels, predictions) if y == "no" and p == "yes")
     tn = sum(1 for y, p in zip(labels, predictions) if y == "no" and p == "no")
@@ -229,7 +247,7 @@ def metrics(labels: list[str], predictions: list[str]) -> dict[str, Any]:
         "recall": recall,
         "f1": f1,
         "yes_ratio": (tp + fp) / n if n else 0.0,
-        "n": n, "tp": tp, "fp": fp, "tn": tn, "fn": fn, "unknown": unknown,
+        "n": n, "tp": tp, "fp": fp, "tn": tn, "fn": fn, "unknown": unknown, "no_answer": no_answer,
     }
 
 

@@ -82,6 +82,21 @@ def _norm_text(text: Any) -> str | None:
     return " ".join(text.strip().splitlines()[0].split()).lower()
 
 
+def question_key(image: Any, text: Any) -> tuple[str | None, str | None]:
+    """What a question is, across files whose ids and order differ: its image and the object it asks about
+    (its first line, evened out, where it is in no POPE template)."""
+    return image_key(image), question_object(text) or _norm_text(text)
+
+
+def setting_of(name: Any) -> str:
+    """The POPE setting a file name or category names ('coco_pope_random', 'q_random' -> 'random'); other names as they are."""
+    text = str(name or "")
+    for s in SETTINGS:
+        if text == s or text.endswith("_" + s):
+            return s
+    return text
+
+
 def _label(value: Any) -> str | None:
     if value is None:
         return None
@@ -108,10 +123,21 @@ def is_parquet(path: str | Path) -> bool:
     return Path(path).suffix.lower() == ".parquet"
 
 
-def load_questions(path: str | Path, labels: str | Path | None = None) -> list[dict[str, Any]]:
+def carries_labels(path: str | Path) -> bool:
+    """Whether a question file holds its own labels (all formats but LLaVA's llava_pope_test.jsonl)."""
+    path = Path(path)
+    if path.is_dir() or is_parquet(path):
+        return True
+    records = read_records(path)
+    first = records[0][1] if records else {}
+    return not ("label" not in first and "category" in first and "question_id" in first)
+
+
+def load_questions(path: str | Path, labels: Any = None) -> list[dict[str, Any]]:
     """Labelled questions from any question format, each with its setting, file and line.
 
-    A POPE file's setting is its stem (as `audit pope run` names it); LLaVA's and the hub's carry a category.
+    A POPE file's setting is the one its name ends in (coco_pope_random: random), else its stem; LLaVA's and the
+    hub's carry a category. `labels` (a pope_labels.LabelSet, or a folder) labels LLaVA's question file.
     """
     path = Path(path)
     if path.is_dir():
@@ -127,11 +153,11 @@ def load_questions(path: str | Path, labels: str | Path | None = None) -> list[d
             if labels is None:
                 raise InputError("LLaVA-style questions (question_id, image, text, category) carry no labels: "
                                  "pass --labels FOLDER holding coco_pope_{adversarial,popular,random}.json", path=path)
-            return llava_questions(path, records, Path(labels))
+            return llava_questions(path, records, labels)
         if "label" not in first and "question" in first and "answer" in first:
             rows = [_hub_question(rec, path, n) for n, rec in records]
         else:
-            rows = [question_row(q["question_id"], q["image"], q["text"], q["label"], path.stem, path, q["_line"]) for q in read_questions(path)]
+            rows = [question_row(q["question_id"], q["image"], q["text"], q["label"], setting_of(path.stem), path, q["_line"]) for q in read_questions(path)]
     if labels is not None:
         raise InputError("this question file carries its own labels; --labels is only for LLaVA's llava_pope_test.jsonl", path=path)
     if not rows:
@@ -149,7 +175,7 @@ def _hub_question(rec: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
         raise InputError(f"answer must be 'yes' or 'no', not {rec['answer']!r}", path=path, line=n)
     image = rec.get("image_source") or rec.get("image_path") or rec.get("image")
     qid = rec.get("question_id", rec.get("id", n))
-    return question_row(qid, image, rec["question"], label, str(rec.get("category") or path.stem), path, n)
+    return question_row(qid, image, rec["question"], label, setting_of(rec.get("category") or path.stem), path, n)
 
 
 def parquet_questions(path: Path) -> list[dict[str, Any]]:
@@ -227,17 +253,20 @@ def _llava_setting_rows(records: list[tuple[int, dict[str, Any]]], path: Path) -
     return by_setting
 
 
-def llava_questions(path: Path, records: list[tuple[int, dict[str, Any]]], labels: Path) -> list[dict[str, Any]]:
+def llava_questions(path: Path, records: list[tuple[int, dict[str, Any]]], labels: Any) -> list[dict[str, Any]]:
     """LLaVA's layout: each category's questions, in file order, take the labels of coco_pope_<category>.json line by line."""
-    if not labels.is_dir():
-        raise InputError("--labels must be a folder holding coco_pope_<setting>.json files", path=labels)
+    from .pope_labels import LabelSet, read_label_sets
+
+    labels = labels if isinstance(labels, LabelSet) else read_label_sets([labels])[0]
     rows: list[dict[str, Any]] = []
-    for setting, items in _llava_setting_rows(records, path).items():
-        label_file = labels / f"coco_pope_{setting}.json"
-        if not label_file.is_file():
-            have = ", ".join(sorted(p.name for p in labels.glob("coco_pope_*.json"))) or "none"
-            raise InputError(f"no label file for category {setting!r}: expected {label_file.name} (found: {have})", path=labels)
-        truth = [question_row(q["question_id"], q["image"], q["text"], q["label"], setting, label_file, q["_line"]) for q in read_questions(label_file)]
+    by_setting = _llava_setting_rows(records, path)
+    for setting, items in by_setting.items():
+        found = labels.for_setting(setting, list(by_setting))
+        if found is None:
+            have = ", ".join(sorted(p.name for p in labels.files.values())) or "none"
+            raise InputError(f"no label file for category {setting!r}: expected coco_pope_{setting}.json (found: {have})", path=path)
+        label_file = found[1]
+        truth = [question_row(q["question_id"], q["image"], q["text"], q["label"], setting, label_file, q["_line"]) for q in found[0]]
         asked = [question_row(rec["question_id"], rec["image"], rec["text"], None, setting, path, n) for n, rec in items]
         check_alignment(list(zip(asked, truth)), f"the {setting} questions", extra=_count_note(asked, truth, path, label_file, setting))
         rows += [{**q, "label": t["label"], "label_line": t["_line"], "label_file": str(label_file)} for q, t in zip(asked, truth)]
@@ -361,7 +390,7 @@ def questions_from_answers(answers: list[dict[str, Any]], path: Path) -> list[di
     missing = [a for a in answers if a["label"] is None]
     if missing:
         raise InputError("these answers carry no labels: give the question file too (--questions)", path=path, line=missing[0]["_line"])
-    return [question_row(a["question_id"], a["image"], a["text"], a["label"], a["setting"] or path.stem, path, a["_line"]) for a in answers]
+    return [question_row(a["question_id"], a["image"], a["text"], a["label"], setting_of(a["setting"] or path.stem), path, a["_line"]) for a in answers]
 
 
 def pair(questions: list[dict[str, Any]], answers: list[dict[str, Any]], answers_path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -455,7 +484,7 @@ def _shown(name: str, value: Any) -> str:
     return repr(value)
 
 
-def paired_inputs(questions: str | Path | None, answers: str | Path, labels: str | Path | None = None,
+def paired_inputs(questions: str | Path | None, answers: str | Path, labels: Any = None,
                   answers_format: str = "auto") -> tuple[list[tuple[dict[str, Any], dict[str, Any]]], dict[str, Any]]:
     """(question, answer) pairs from any mix of formats, with the alignment check's verdict."""
     answers = Path(answers)

@@ -31,7 +31,7 @@ from .pope import (
     question_text,
     read_questions,
 )
-from .pope_formats import is_parquet, parquet_question_sets
+from .pope_formats import is_parquet, parquet_question_sets, setting_of
 
 MODES = ("generate", "score")
 
@@ -43,7 +43,7 @@ def question_files(questions: str | Path, setting: str | None) -> dict[str, Path
     (e.g. coco_pope_random.json) or one of those three files."""
     path = Path(questions)
     if setting in (None, ""):
-        return {path.stem: path}
+        return {setting_of(path.stem): path}
     if setting not in (*SETTINGS, "all"):
         raise InputError(f"unknown setting {setting!r}; choose one of {', '.join(SETTINGS)} or all")
     wanted = list(SETTINGS) if setting == "all" else [setting]
@@ -265,6 +265,8 @@ def run_pope(
     """
     from annotaudit.models.base import EngineOptions, engine_config
 
+    from .pope_labels import label_set_metrics, question_label_set
+
     engine = (engine or EngineOptions()).for_run(out)
     if mode not in MODES:
         raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
@@ -300,7 +302,8 @@ def run_pope(
 
     result = run_samples(
         out, config, samples, solver,
-        lambda records: pope_metrics(records, mode, language, calibration, seed, "pope", model_name),
+        lambda records: {**pope_metrics(records, mode, language, calibration, seed, "pope", model_name),
+                         **label_set_metrics(records, [question_label_set(sets, files)], "pope", mode, language)},
         report=write_pope_report, batch_size=batch_images, description=f"POPE {mode} {model_name}", force=force,
     )
     return result.get("summary", {})
@@ -351,8 +354,9 @@ def score_pope(
     parser: str = "pope",
     language: str | None = None,
     force: bool = False,
-    labels: str | Path | None = None,
+    labels: Any = None,
     answers_format: str = "auto",
+    model: str | None = None,
 ) -> dict[str, Any]:
     """Metrics of a finished run folder (`run`) or of an answers file against its labels, without a model.
 
@@ -362,9 +366,15 @@ def score_pope(
 
     With `out`, a run folder like `audit pope run`'s (run.json, records.jsonl, metrics.json, report);
     `out` may be `run` itself, which rewrites its metrics and report (with the run's own parser).
+    `labels` (a path or NAME=PATH, or a list of them) are label sets scored side by side (audit.pope_labels); for
+    LLaVA's question file the first also gives its labels. `model` names the model the answers came from.
     Returns the metrics (as in metrics.json).
     """
+    from .pope_formats import carries_labels
+    from .pope_labels import label_set_metrics, own_label_set, read_label_sets, run_label_set
+
     get_parser(parser)
+    sets, primary = read_label_sets(labels), None
     if (run is None) == (answers is None):
         raise InputError("give either a run folder (--run), or an answers file (--answers) with its labels (--questions, --labels)")
     verdict = None
@@ -380,21 +390,29 @@ def score_pope(
             records = reparse(records, parser, language)
         else:
             parser = source.get("parser", "pope")
+        model = model or source.get("model")
         config = {"run": str(Path(run).resolve()), "fingerprints": {"records": fingerprint(Path(run) / RECORDS)},
-                  "model": source.get("model"), "mode": mode, "language": language, "parser": parser,
+                  "model": model, "mode": mode, "language": language, "parser": parser,
                   "calibration": calibration, "seed": seed}
-        model = source.get("model")
+        own = run_label_set(source, records, Path(run))
     else:
         language = language or "en"
         if language not in LANGUAGES:
             raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
-        records, verdict = answer_file_records(questions, answers, parser, language, labels, answers_format)
-        mode, calibration, seed, changed, model = "generate", 0.2, 0, False, Path(answers).name
-        inputs = {"questions": questions, "answers": answers, "labels": labels}
+        primary = sets.pop(0) if questions is not None and sets and not carries_labels(questions) else None
+        records, verdict = answer_file_records(questions, answers, parser, language, primary, answers_format)
+        mode, calibration, seed, changed = "generate", 0.2, 0, False
+        own = primary or own_label_set(records, Path(questions or answers))
+        inputs = {"questions": questions, "answers": answers}
         config = {**{k: str(Path(v).resolve()) if v is not None else None for k, v in inputs.items()},
                   "fingerprints": {k: fingerprint(v) for k, v in inputs.items() if v is not None},
-                  "answers_format": answers_format, "model": None, "mode": mode, "language": language, "parser": parser,
+                  "answers_format": answers_format, "model": model, "mode": mode, "language": language, "parser": parser,
                   "calibration": calibration, "seed": seed}
+        model = model or Path(answers).name
+    given = [s for s in (primary, *sets) if s is not None]
+    if given:
+        config["labels"] = {s.name: {str(k): str(f.resolve()) for k, f in s.files.items()} for s in given}
+        config["fingerprints"].update({f"labels/{s.name}/{k}": fingerprint(f) for s in given for k, f in s.files.items()})
 
     def metric(recs: list[dict[str, Any]]) -> dict[str, Any]:
         result = pope_metrics(recs, mode, language, calibration, seed, parser, model)
@@ -402,7 +420,7 @@ def score_pope(
             result["mean_f1"] = mean_f1(result["summary"])
         if verdict is not None:
             result["alignment"] = verdict
-        return result
+        return {**result, **label_set_metrics(recs, [own, *sets], parser, mode, language)}
 
     if out is None:
         return metric(records)

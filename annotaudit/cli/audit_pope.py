@@ -24,14 +24,28 @@ def _at_least_one(**options: int) -> None:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
 
 
-def _print_table(title: str, rows: dict[str, dict]) -> None:
+def _print_table(title: str, rows: dict[str, dict], counts: tuple[str, ...] = ()) -> None:
     table = Table(title=title)
     table.add_column("setting")
-    for k in METRIC_NAMES:
+    for k in METRIC_NAMES + counts:
         table.add_column(k, justify="right")
     for name, m in rows.items():
-        table.add_row(name, *(f"{100 * m[k]:.2f}" for k in METRIC_NAMES))
+        table.add_row(name, *("" if m[k] is None else f"{100 * m[k]:.2f}" for k in METRIC_NAMES), *(f"{m[k]:,}" for k in counts))
     Console().print(table)
+
+
+def _print_label_sets(result: dict) -> None:
+    """One table per label set when there are several, then one line per setting with the change in F1; each set's protocol."""
+    from annotaudit.audit.pope_labels import f1_changes
+
+    sets = result.get("label_sets") or {}
+    if len(sets) > 1:
+        for name, figures in sets.items():
+            _print_table(f"labels: {name}", figures["settings"], ("n", "excluded"))
+        for line in f1_changes(sets):
+            typer.echo(line)
+    for name, figures in sets.items():
+        typer.echo(f"labels {name}: {figures['protocol']['version_name']}")
 
 
 @app.command("build")
@@ -114,11 +128,13 @@ def pope_score_command(
     run: Path = typer.Option(None, "--run", help="A finished `audit pope run` folder: score its records.jsonl again, no model."),
     questions: Path = typer.Option(None, "--questions", help="Labelled questions: a POPE file, LLaVA's llava_pope_test.jsonl (with --labels) or the hub's parquet."),
     answers: Path = typer.Option(None, "--answers", help="Answers: POPE/LLaVA lines, a run folder, lmms-eval samples, a VLMEvalKit .xlsx/.tsv sheet."),
-    labels: Path = typer.Option(None, "--labels", help="Folder of coco_pope_{adversarial,popular,random}.json, for a question file without labels (LLaVA's)."),
+    labels: list[str] = typer.Option(None, "--labels", help="A label set, [NAME=]FOLDER or FILE (coco_pope_<setting>.json, coco_repope_<setting>.json or "
+                                     "<setting>.json), scored beside the questions' own labels; repeatable. For LLaVA's question file the first gives its labels."),
     answers_format: str = typer.Option("auto", "--format", help="The answers' format: auto, pope, llava, records, lmms-eval or vlmevalkit."),
-    parser: str = typer.Option("pope", help="pope (POPE's evaluate.py), strict or vlmevalkit."),
+    parser: str = typer.Option("pope", help="pope (POPE's evaluate.py), strict, vlmevalkit or repope (RePOPE's rule: no yes/no is left out)."),
     language: str = typer.Option(None, help="en or it (Italian adds Sì/Non); default en, or the run's."),
-    out: Path = typer.Option(None, "--out", help="Run folder to write: run.json, records.jsonl, metrics.json, report.md/html."),
+    out: Path = typer.Option(None, "--out", help="Run folder to write: run.json, records.jsonl, metrics.json, report.md/html (required unless --run)."),
+    model: str = typer.Option(None, "--model", help="The model that wrote the answers, recorded in run.json so compare puts its settings in one row."),
     force: bool = FORCE,
 ) -> None:
     """Score answers against POPE labels (POPE's way by default), or score a finished run again.
@@ -132,20 +148,23 @@ def pope_score_command(
     Example: audit pope score --answers samples_pope.jsonl --out scores/   (lmms-eval logs and VLMEvalKit sheets carry their labels)
 
     Example: audit pope score --run runs/pope-llava --parser strict --out runs/pope-llava-strict
+
+    Example: audit pope score --questions coco_pope_random.json --answers answers.jsonl --labels repope=RePOPE/annotations/coco_repope --out scores/
     """
     from annotaudit.audit.pope_run import score_pope
 
     if out is None and run is None:
         raise InputError("--out is required: the run folder that keeps the records, metrics and report")
     result = score_pope(run=run, questions=questions, answers=answers, out=out, parser=parser, language=language, force=force,
-                        labels=labels, answers_format=answers_format)
+                        labels=labels or None, answers_format=answers_format, model=model)
     _print_table(f"POPE ({result['parser']} parser)", result["summary"])
     for setting, cells in result["templates"].items():
         for template, m in cells.items():
-            typer.echo(json.dumps({"setting": setting, "template": int(template), **{k: m[k] for k in ("n", "tp", "fp", "tn", "fn", "unknown")}}))
+            typer.echo(json.dumps({"setting": setting, "template": int(template), **{k: m.get(k, 0) for k in ("n", "tp", "fp", "tn", "fn", "unknown", "no_answer")}}))
     if result.get("mean_f1") is not None:
         typer.echo(f"mean F1 over settings: {100 * result['mean_f1']:.2f}")
     if result.get("alignment"):
         typer.echo(result["alignment"]["message"])
+    _print_label_sets(result)
     if out:
         typer.echo(f"results in {out} (records.jsonl, metrics.json, report.md, report.html)")
