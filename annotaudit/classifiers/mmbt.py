@@ -17,8 +17,10 @@ import torch
 from safetensors.torch import load_file, save_model
 from torch import nn
 
-from annotaudit.core.io import read_json, write_json
-from annotaudit.models.registry import COMPONENTS  # short names of the study's encoders
+from annotaudit.core.checkpoint import folder_written_whole
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import read_json, write_json, writing
+from annotaudit.models.registry import COMPONENTS, loading, local_folder, pickle_weights  # COMPONENTS: short names of the study's encoders
 
 # Pooled grid for N image embeddings, as in the original implementation (rows x columns).
 POOL_SHAPES = {1: (1, 1), 2: (2, 1), 3: (3, 1), 4: (2, 2), 5: (5, 1), 6: (3, 2), 7: (7, 1), 8: (4, 2), 9: (3, 3)}
@@ -173,20 +175,27 @@ class SequenceBuilder:
 
 def resolve_encoder(name: str) -> str:
     """A local path, a short alias (bert-base-uncased, resnet-152) or a hub id."""
-    return name if Path(name).exists() else COMPONENTS.get(name, name)
+    return name if local_folder(name) is not None else COMPONENTS.get(name, name)
 
 
-def load_encoders(text_encoder: str, image_encoder: str | None) -> tuple[nn.Module, Any, nn.Module | None, Any]:
-    """Pretrained text encoder + tokenizer, and image encoder + processor (None for text-only tasks)."""
+def load_encoders(text_encoder: str, image_encoder: str | None, allow_pickle: bool = False) -> tuple[nn.Module, Any, nn.Module | None, Any]:
+    """Pretrained text encoder + tokenizer, and image encoder + processor (None for text-only tasks).
+
+    A missing folder, one with only pickle weights (unless `allow_pickle`) or one that does not load
+    is one line naming it and the option that gave it.
+    """
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+    safetensors = None if allow_pickle else True
     text_path = resolve_encoder(text_encoder)
-    tokenizer = AutoTokenizer.from_pretrained(text_path)
-    text_model = AutoModel.from_pretrained(text_path, use_safetensors=True)
+    with loading(text_path, "--text-encoder", allow_pickle):
+        tokenizer = AutoTokenizer.from_pretrained(text_path)
+        text_model = AutoModel.from_pretrained(text_path, use_safetensors=safetensors)
     if image_encoder is None:
         return text_model, tokenizer, None, None
     image_path = resolve_encoder(image_encoder)
-    return text_model, tokenizer, AutoModel.from_pretrained(image_path, use_safetensors=True), AutoImageProcessor.from_pretrained(image_path)
+    with loading(image_path, "--image-encoder", allow_pickle):
+        return text_model, tokenizer, AutoModel.from_pretrained(image_path, use_safetensors=safetensors), AutoImageProcessor.from_pretrained(image_path)
 
 
 def uses_segments(text_model: nn.Module) -> bool:
@@ -195,18 +204,21 @@ def uses_segments(text_model: nn.Module) -> bool:
 
 
 def save_classifier(model: MMBT, out_dir: str | Path, tokenizer: Any, image_processor: Any | None) -> Path:
-    """Weights as safetensors, plus the encoder configs and preprocessors, so reloading needs no hub."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.text_encoder.config.save_pretrained(out / "text_encoder")
-    tokenizer.save_pretrained(out / "text_encoder")
-    if model.image_encoder is not None:
-        model.image_encoder.config.save_pretrained(out / "image_encoder")
-        image_processor.save_pretrained(out / "image_encoder")
-    save_model(model, str(out / (WEIGHTS_FILE + ".tmp")))
-    (out / (WEIGHTS_FILE + ".tmp")).replace(out / WEIGHTS_FILE)
-    write_json(out / CONFIG_FILE, asdict(model.config))
-    return out
+    """Weights as safetensors, plus the encoder configs and preprocessors, so reloading needs no hub.
+
+    The folder is written whole beside its place and then swapped in: a failed write (a full disk)
+    leaves the previous copy and says which folder it could not write.
+    """
+    with folder_written_whole(out_dir) as out:
+        model.text_encoder.config.save_pretrained(out / "text_encoder")
+        tokenizer.save_pretrained(out / "text_encoder")
+        if model.image_encoder is not None:
+            model.image_encoder.config.save_pretrained(out / "image_encoder")
+            image_processor.save_pretrained(out / "image_encoder")
+        with writing(out / WEIGHTS_FILE):
+            save_model(model, str(out / WEIGHTS_FILE))
+        write_json(out / CONFIG_FILE, asdict(model.config))
+    return Path(out_dir)
 
 
 def load_classifier(path: str | Path, labels: list[str] | None = None) -> tuple[MMBT, Any, Any | None]:
@@ -221,6 +233,10 @@ def load_classifier(path: str | Path, labels: list[str] | None = None) -> tuple[
     path = Path(path)
     if not (path / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"no classifier in {path} (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
+    if not (path / WEIGHTS_FILE).is_file():
+        pickles = pickle_weights(path)
+        raise InputError(f"holds only pickle weights ({pickles[0].name}), which can run code when loaded; a classifier loads only {WEIGHTS_FILE}"
+                         if pickles else f"{WEIGHTS_FILE} is missing beside {CONFIG_FILE}", path=path)
     config = MMBTConfig(**read_json(path / CONFIG_FILE))
     text_model = AutoModel.from_config(AutoConfig.from_pretrained(path / "text_encoder"))
     tokenizer = AutoTokenizer.from_pretrained(path / "text_encoder")

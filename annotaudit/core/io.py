@@ -9,9 +9,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
+import hashlib
 import io
 import json
 import os
+import re
+import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -24,24 +27,78 @@ from .errors import InputError
 
 def write_text(path: str | Path, text: str) -> Path:
     """Write a file atomically (temporary file, fsync, rename), so a crash never leaves half of it."""
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write a file atomically; temporary files that killed writers left beside it go too."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(tmp, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise write_error(exc, path) from None
+        where = path if exc.filename in (None, str(tmp)) else exc.filename  # a folder in the way is named itself
+        raise InputError(f"cannot write: {exc.strerror or exc}", path=where) from None
+    remove_stale_temps(path)
     return path
 
 
-def write_error(exc: OSError, path: Path) -> InputError:
-    """A failed write (disk full, read-only, a file where a folder should be) as one line naming the file."""
-    return InputError(f"cannot write: {exc.strerror or exc}", path=path)
+def remove_stale_temps(path: Path) -> None:
+    """Remove `.<name>.<pid>.tmp` files beside `path` whose writing process no longer runs (a kill mid-write)."""
+    prefix = f".{path.name}."
+    with contextlib.suppress(OSError), os.scandir(path.parent) as entries:
+        for entry in entries:
+            pid = entry.name[len(prefix):-len(".tmp")] if entry.name.startswith(prefix) and entry.name.endswith(".tmp") else ""
+            if pid.isdigit() and not _process_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def write_error(exc: BaseException, path: str | Path) -> InputError:
+    """A failed write (disk full, read-only, a file where a folder should be) as one line naming the file.
+
+    Takes OSError and safetensors' own error, which carries the system's error number only in its text.
+    """
+    if isinstance(exc, OSError):
+        return InputError(f"cannot write: {exc.strerror or exc}", path=exc.filename or path)
+    found = re.search(r"os error (\d+)", str(exc))
+    reason = os.strerror(int(found.group(1))) if found else str(exc).splitlines()[0]
+    return InputError(f"cannot write: {reason}", path=path)
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError"
+
+
+@contextlib.contextmanager
+def writing(path: str | Path) -> Iterator[Path]:
+    """Run a write (safetensors, save_pretrained, ...) so that its failure is one line naming `path` or the file the system names."""
+    try:
+        yield Path(path)
+    except InputError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise write_error(exc, path) from None
 
 
 def dumps_line(obj: Any) -> str:
@@ -110,6 +167,85 @@ class JsonlLog:
             with contextlib.suppress(OSError):  # a partly written batch goes, so no torn line is left behind
                 os.truncate(self.path, size)
             raise write_error(exc, self.path) from None
+
+
+# Content hashes ------------------------------------------------------------------------------
+
+DIGEST_CACHE = ".fingerprints.json"
+# A file changed within this long of being hashed may change again within the same timestamp tick
+# unseen, so its hash is not kept (git's "racily clean" entries).
+RACY_NS = 2_000_000_000
+
+
+def sha256_file(path: str | Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+class DigestCache:
+    """SHA-256 of files, kept in `folder/.fingerprints.json` by path, size, mtime and ctime.
+
+    A file whose stat matches its entry is not read again, so a rerun over many files costs one
+    stat each; any write to a file (even one that keeps its size, or restores its mtime) changes its
+    ctime and so has it hashed again. Without a folder nothing is kept.
+    """
+
+    def __init__(self, folder: str | Path | None):
+        self.path = Path(folder) / DIGEST_CACHE if folder is not None else None
+        self.entries: dict[str, list] = {}
+        if self.path is not None and self.path.is_file():
+            with contextlib.suppress(InputError, AttributeError):  # a damaged cache is only a slower run
+                self.entries = dict(read_json(self.path).get("files", {}))
+        self.changed = False
+
+    def digest(self, path: str | Path, st: os.stat_result | None = None) -> str:
+        key = os.path.abspath(path)
+        st = st or os.stat(key)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        entry = self.entries.get(key)
+        if entry is not None and entry[:3] == stamp:
+            return entry[3]
+        started = time.time_ns()
+        try:
+            digest = sha256_file(key)
+        except OSError as exc:
+            raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from None
+        if max(st.st_mtime_ns, st.st_ctime_ns) < started - RACY_NS:
+            self.entries[key] = [*stamp, digest]
+        else:
+            self.entries.pop(key, None)
+        self.changed = True
+        return digest
+
+    def forget_under(self, root: str | Path, keep: set[str]) -> None:
+        """Drop entries of files under `root` that are no longer there."""
+        prefix = os.path.join(os.path.abspath(root), "")
+        gone = [k for k in self.entries if k.startswith(prefix) and k not in keep]
+        for key in gone:
+            del self.entries[key]
+        self.changed = self.changed or bool(gone)
+
+    def save(self) -> None:
+        if self.path is not None and self.changed:
+            write_text(self.path, json.dumps({"files": self.entries}, separators=(",", ":")))
+            self.changed = False
+
+
+def folder_files(root: str | Path, skip: str | Path | None = None) -> Iterator[tuple[str, os.stat_result]]:
+    """(path relative to root, stat) of every file under a folder, in sorted order; `skip` leaves out a folder inside it."""
+    root = os.path.abspath(root)
+    skip = os.path.abspath(skip) if skip is not None else None
+    found = []
+    for top, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if os.path.join(top, d) != skip]
+        for name in files:
+            full = os.path.join(top, name)
+            if name == DIGEST_CACHE:
+                continue
+            with contextlib.suppress(FileNotFoundError):  # a broken link is no content
+                found.append((os.path.relpath(full, root).replace(os.sep, "/"), os.stat(full)))
+    found.sort(key=lambda item: item[0])
+    yield from found
 
 
 # Reading ---------------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ where `entries` is a list of ModelEntry, or a function returning one.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
-from collections.abc import Iterable
+import pickle
+from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -134,21 +136,70 @@ _VISION_BACKENDS = {"llava": "llava", "llava_next": "llava_next", "instructblip"
 
 
 def local_folder(checkpoint: str) -> Path | None:
-    """The folder a checkpoint names when it is a local path (absolute, ./, ~ or existing); None for a hub id."""
+    """The folder a checkpoint names when it is a local path (absolute, ./, ~, existing, or more than one /); None for a hub id."""
     path = Path(checkpoint).expanduser()
-    return path if path.is_absolute() or checkpoint.startswith((".", "~")) or path.exists() else None
+    if path.is_absolute() or checkpoint.startswith((".", "~")) or path.exists() or checkpoint.count("/") > 1 or "\\" in checkpoint:
+        return path
+    return None
 
 
-def check_model_folder(checkpoint: str, option: str = "") -> None:
-    """A local checkpoint must be a folder with a config.json; one line naming it otherwise (hub ids pass)."""
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pickle_weights(folder: Path) -> list[Path]:
+    """The pickle weight files of a folder that holds no safetensors ([] when it has safetensors or no pickles)."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return []
+    return sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.name != "training_args.bin")
+
+
+def check_model_folder(checkpoint: str, option: str = "", allow_pickle: bool = False, needs_config: bool = True) -> None:
+    """One line naming a local checkpoint that cannot be loaded safely: missing, no config.json, or only pickle weights.
+
+    Every loader calls this before transformers sees the path, so each says the same thing. Hub ids
+    pass; pickle weights pass with `allow_pickle` (the user's explicit opt-in).
+    """
     path = local_folder(checkpoint)
-    if path is not None and not (path / "config.json").is_file():
-        problem = "model folder not found" if not path.exists() else "no config.json: not a model folder"
-        raise InputError(f"{option}: {problem}" if option else problem, path=path)
+    if path is None:
+        return
+    pickles = pickle_weights(path) if not allow_pickle else []
+    if not path.exists():
+        problem = "model folder not found"
+    elif needs_config and not (path / "config.json").is_file():
+        problem = "no config.json: not a model folder" if path.is_dir() else "not a folder: a model is a folder with config.json"
+    elif pickles:
+        problem = (f"holds only pickle weights ({pickles[0].name}), which can run code when loaded; "
+                   "convert them to safetensors, or pass --allow-pickle if you trust this checkpoint")
+    else:
+        return
+    raise InputError(f"{option}: {problem}" if option else problem, path=path)
+
+
+@contextlib.contextmanager
+def loading(checkpoint: str, option: str = "", allow_pickle: bool = False, needs_config: bool = True) -> Iterator[None]:
+    """Turn a failed from_pretrained into one line naming the checkpoint, after the folder check passed.
+
+    With `allow_pickle`, transformers unpickles with torch's weights_only, which refuses any object
+    other than tensors and plain containers; that refusal is said as such.
+    """
+    check_model_folder(checkpoint, option, allow_pickle, needs_config)
+    try:
+        yield
+    except InputError:
+        raise
+    except (OSError, ValueError, pickle.UnpicklingError) as exc:
+        text = str(exc)
+        where = local_folder(checkpoint) or checkpoint
+        prefix = f"{option}: " if option else ""
+        if allow_pickle and ("weights_only" in text or isinstance(exc, pickle.UnpicklingError)):
+            raise InputError(f"{prefix}--allow-pickle loads only plain tensors (torch's weights_only), and these pickle weights hold "
+                             "other objects, which could run code; convert them to safetensors where they were made", path=where) from None
+        first = next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+        raise InputError(f"{prefix}cannot load: {first}", path=where) from None
 
 
 def _read_config(checkpoint: str) -> dict:
-    check_model_folder(checkpoint)
+    check_model_folder(checkpoint, allow_pickle=True)  # only the config is read here
     path = local_folder(checkpoint)
     if path is not None:
         return read_json(path / "config.json")
