@@ -26,6 +26,7 @@ from typing import Any
 MANIFEST = "annotaudit-cache.json"
 HASH_MEMOS = "hashes"
 _TMP = ".tmp-"
+SETTLED_NS = 2_000_000_000  # a file's hash is remembered only once it has been left alone this long
 
 
 def cache_root() -> Path:
@@ -79,6 +80,8 @@ def file_sha256(path: str | Path) -> str:
         pass
     with path.open("rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    if time.time_ns() - max(stat["mtime_ns"], stat["ctime_ns"]) < SETTLED_NS:
+        return digest  # a file changed this recently could change again within the same timestamp tick
     try:
         _write_json_atomic(memo, {"stat": stat, "sha256": digest})
     except OSError:
