@@ -121,6 +121,38 @@ def annotate_report_command(
     typer.echo(f"wrote {md} and {page}")
 
 
+@app.command("verdict")
+def annotate_verdict_command(
+    humans: Path = typer.Option(..., help="Human labels: {annotator: {item: label}} JSON, long CSV/JSONL (item, annotator, label), "
+                                "wide CSV/JSONL (id + --annotator-columns), or an XNLI .tsv (label1..label5)."),
+    llm: list[Path] = typer.Option(..., help="LLM labels (repeatable): an `annotate run` folder, {item: label} JSON, or {llm: {item: label}} JSON."),
+    out: Path = RUN_FOLDER,
+    scoring: str = typer.Option("accuracy", help="accuracy (share of equal labels) or neg_rmse (numeric labels)."),
+    epsilon: float = typer.Option(0.15, help="The LLM's cost-benefit allowance: 0.2 experts, 0.15 skilled annotators, 0.1 crowd workers."),
+    q: float = typer.Option(0.05, help="False discovery rate of the Benjamini-Yekutieli procedure over the annotators."),
+    min_humans: int = typer.Option(2, help="Test only items with at least this many human labels."),
+    min_items: int = typer.Option(30, help="Test only annotators with at least this many such items."),
+    annotator_columns: str = typer.Option(None, help="Wide layout: the annotators' columns, comma-separated."),
+    languages: str = typer.Option(None, help="XNLI: languages, comma-separated (default: the LLM run's, else en)."),
+    force: bool = FORCE,
+) -> None:
+    """Can an LLM replace the annotators? The alt-test (Calderon et al., ACL 2025) and agreement with the humans' own as its ceiling.
+
+    Example: annotate verdict --humans humans.json --llm runs/xnli-qwen --llm gpt4o.json --epsilon 0.1 --out runs/verdict
+    """
+    from annotaudit.annotate.verdict import Options, verdict
+
+    options = Options(scoring=scoring, epsilon=epsilon, q=q, min_humans=min_humans, min_items=min_items,
+                      annotator_columns=_languages(annotator_columns), languages=_languages(languages))
+    result = verdict(humans, list(llm), out, options, force=force)
+    console = Console()
+    for note in result.notes:
+        console.print(f"[yellow]{note}")
+    for line in result.lines:
+        console.print(line)
+    console.print(f"wrote {out / 'metrics.json'}, {out / 'report.md'} and {out / 'report.html'}")
+
+
 @app.command("tasks")
 def annotate_tasks_command() -> None:
     """List the built-in tasks with their labels and prompts.
