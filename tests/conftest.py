@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANNOTAUDIT_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_configure(config):
+    """Tests never touch the user's cache: theirs lives in pytest's cache folder and is kept between sessions,
+    so SmolLM2 is de-quantised once and later loads (in any session) read its safetensors."""
+    cache = getattr(config, "cache", None)
+    folder = cache.mkdir("annotaudit-cache") if cache is not None else Path(tempfile.mkdtemp(prefix="annotaudit-cache-"))
+    os.environ["ANNOTAUDIT_CACHE"] = str(folder)
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +40,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2():
-    """The real SmolLM2-135M-Instruct, loaded once (about 25 s)."""
+    """The real SmolLM2-135M-Instruct, loaded once (about 25 s the first time, about 1 s once cached)."""
     from annotaudit.models import load_model
 
     return load_model("smollm2-135m-instruct")
