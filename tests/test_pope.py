@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from annotaudit.audit.pope import (
+    CANDIDATES,
     coco_italian_names,
     italian_article,
     italian_phrase,
@@ -364,6 +365,10 @@ def test_run_tiny_lvlm(tmp_path, tiny, kind, mode, language):
         assert all(a["prediction"] == parse_pope(a["raw"], language) and a["scores"] is None for a in answers)
     assert (out / "report.html").is_file() and (out / "run.json").is_file()
     assert score_pope(run=out)["templates"] == json.loads((out / "metrics.json").read_text())["templates"]
+    protocol = json.loads((out / "metrics.json").read_text())["protocol"]  # what made the figures
+    assert protocol["answer_tokens"] == (list(CANDIDATES[language]) if mode == "score" else None)
+    assert protocol["parser"] == (None if mode == "score" else "pope") and protocol["labels"]["random"]["questions"] == 12
+    assert protocol["version"] == "unknown" and protocol["labels"]["random"]["file"] == str(qdir / "tiny_pope_random.json")
 
 
 def test_run_all_settings_resumes_and_writes_one_table(tmp_path, tiny):
@@ -390,7 +395,7 @@ def test_run_all_settings_resumes_and_writes_one_table(tmp_path, tiny):
         run_pope(qdir, img_dir, model, out, setting="all", mode="score")
     with open(qdir / "tiny_pope_popular.json", "a") as fh:  # an edited question file is another input
         fh.write("\n")
-    with pytest.raises(ConfigMismatch, match="fingerprints"):
+    with pytest.raises(ConfigMismatch, match="questions"):
         run_pope(qdir, img_dir, model, out, setting="all", mode="generate", max_new_tokens=4)
 
 

@@ -245,3 +245,42 @@ def test_a_folder_with_pope_and_repope_names_asks_for_a_narrower_path(tmp_path):
     assert res.returncode == 2 and "NAME=" in res.stderr and "Traceback" not in res.stderr
     with pytest.raises(InputError, match="two label sets are named 'annotations'"):
         read_label_sets([annotations / "coco_pope_random.json", annotations / "coco_repope_random.json"])
+
+
+# Naming the model ------------------------------------------------------------------------------
+
+def test_model_is_recorded_by_pope_score_and_chair_score(tmp_path):
+    q = _write(tmp_path / "pope" / "q_random.json", [{"question_id": 1, "image": "COCO_val2014_000000000001.jpg", "text": "Is there a dog in the image?", "label": "yes"},
+                                                     {"question_id": 2, "image": "COCO_val2014_000000000001.jpg", "text": "Is there a cat in the image?", "label": "no"}])
+    a = _write(tmp_path / "answers.jsonl", [{"question_id": 1, "text": "Yes"}, {"question_id": 2, "text": "I see nothing like it"}])
+    res = _cli("audit", "pope", "score", "--questions", q, "--answers", a, "--model", "llava-1.5-7b", "--parser", "repope", "--out", tmp_path / "p")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "p" / "run.json").read_text())["config"]["model"] == "llava-1.5-7b"
+    m = json.loads((tmp_path / "p" / "metrics.json").read_text())
+    assert m["model"] == "llava-1.5-7b" and list(m["summary"]) == ["random"]
+    assert m["protocol"]["parser"] == "repope" and m["templates"]["random"]["1"]["tn"] == 1  # 'nothing' holds 'no'
+    rescored = tmp_path / "p2"
+    assert _cli("audit", "pope", "score", "--run", tmp_path / "p", "--out", rescored).returncode == 0
+    assert json.loads((rescored / "run.json").read_text())["config"]["model"] == "llava-1.5-7b"  # a re-scoring keeps the run's model
+
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps({"1": ["dog"]}))
+    captions = _write(tmp_path / "captions.jsonl", [{"image_id": 1, "caption": "A dog and a cat."}])
+    res = _cli("audit", "chair", "score", "--captions", captions, "--ground-truth", gt, "--model", "llava-1.5-7b", "--out", tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "c" / "run.json").read_text())["config"]["model"] == "llava-1.5-7b"
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["model"] == "llava-1.5-7b"
+
+
+@needs_ref
+def test_rescoring_a_run_keeps_its_protocol_and_adds_label_sets(tmp_path):
+    rows = _rows(OLD / "coco_pope_random.json")
+    answers = _write(tmp_path / "a.jsonl", [{"question_id": r["question_id"], "text": "No" if r["question_id"] % 3 else "Yes"} for r in rows])
+    first = tmp_path / "first"
+    score_pope(questions=OLD / "coco_pope_random.json", answers=answers, out=first)
+    again = score_pope(run=first, labels=[f"today={REF / 'coco_pope_random.json'}"], parser="repope", out=tmp_path / "again")
+    assert list(again["label_sets"]) == ["e3e3926", "today"]
+    assert again["protocol"]["version"] == "pope-e3e3926" and again["protocol"]["parser"] == "repope"
+    assert again["label_sets"]["today"]["protocol"]["version"] == "pope-current"
+    today = again["label_sets"]["today"]["settings"]["random"]
+    assert (today["n"], today["excluded"], today["labels_without_question"]) == (2910, 0, 90)

@@ -461,21 +461,22 @@ def score_captions(captions: Iterable[Caption], truth: dict[int, set[str]], lang
 
 def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str | Path | None = None, instances: Iterable[str | Path] = (),
                        captions_ref: Iterable[str | Path] = (), image_map: str | Path | None = None, language: str | None = None,
-                       fix_quirks: bool = False, problems: Problems | None = None, force: bool = False) -> dict[str, Any]:
+                       fix_quirks: bool = False, problems: Problems | None = None, force: bool = False, model: str | None = None) -> dict[str, Any]:
     """`audit chair score`: score a caption file, or a finished `audit chair run` folder, into a run folder.
 
     Writes run.json, records.jsonl, metrics.json, problems.jsonl and the report, only after every
     caption is read and scored, so a strict stop leaves earlier results alone. Without ground-truth
     options the records' own targets are the ground truth, which re-scores a run without the model;
     `language` then defaults to the run's. A folder holding scores of other inputs is refused unless `force`.
-    Returns the metrics.
+    `model` names the model that wrote the captions (default: the run's). Returns the metrics.
     """
     captions, out = Path(captions), Path(out)
     source = captions / RECORDS if captions.is_dir() else captions
     if (out / RECORDS).resolve() == source.resolve():
         raise InputError("write the new scores to another folder than the run they re-score", path=out)
+    recorded = run_config(captions) if (captions / MANIFEST).is_file() else {}
     if language is None:
-        language = run_config(captions).get("language", "en") if (captions / MANIFEST).is_file() else "en"
+        language = recorded.get("language", "en")
     problems = problems if problems is not None else Problems()
     mapping = load_image_map(image_map) if image_map else None
     caps = read_captions(source, mapping, problems)
@@ -490,9 +491,10 @@ def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str 
     config = {
         "captions": str(source.resolve()), "captions_fingerprint": fingerprint(source), "ground_truth": truth_source,
         "image_map": _described([image_map]) if image_map else None, "language": language, "fix_quirks": fix_quirks,
+        "model": model or recorded.get("model"),
     }
-    return save_records(out, config, records, lambda recs: chair_metrics(recs, language, fix_quirks),
-                        chair_report_writer(f"CHAIR of {captions.name}"), problems=problems, force=force)
+    return save_records(out, config, records, lambda recs: {**chair_metrics(recs, language, fix_quirks), "model": config["model"]},
+                        chair_report_writer(f"CHAIR of {config['model'] or captions.name}"), problems=problems, force=force)
 
 
 def _recorded_truth(captions: list[Caption], source: Path) -> dict[int, set[str]]:

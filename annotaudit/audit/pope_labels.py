@@ -132,12 +132,15 @@ def question_label_set(sets: dict[str, list[dict[str, Any]]], files: dict[str, P
 def run_label_set(config: dict[str, Any], records: list[dict[str, Any]], run: Path) -> LabelSet:
     """A finished run's own labels, from its records; its fingerprint is the one the run recorded, where it did."""
     questions = config.get("questions")
-    first = next(iter(questions.values()), None) if isinstance(questions, dict) else None
+    first = next(iter(questions.values()), None) if isinstance(questions, dict) else questions
     out = own_label_set(records, Path(first) if first else run)
     metrics_file = run / "metrics.json"
-    recorded = read_json(metrics_file).get("protocol") if metrics_file.is_file() else None
+    before = read_json(metrics_file) if metrics_file.is_file() else {}
+    recorded, sets = before.get("protocol"), before.get("label_sets")
     if isinstance(recorded, dict) and "labels" in recorded:
         out.recorded = {k: recorded.get(k) for k in ("labels", "version", "version_name")}
+    if isinstance(sets, dict) and sets:
+        out.name = next(iter(sets))
     return out
 
 
@@ -311,3 +314,33 @@ def f1_changes(label_sets: dict[str, Any]) -> list[str]:
                          f"{m['n']:,} questions, {m['excluded']:,} excluded, {ch['yes_to_no']:,} yes->no and {ch['no_to_yes']:,} no->yes, "
                          f"{m['labels_without_question']:,} labels without a question")
     return lines
+
+
+def side_by_side(label_sets: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per setting and label set (in %), with the change in F1 from the first set."""
+    names = list(label_sets)
+    base = label_sets[names[0]]["settings"]
+    rows = []
+    for setting in dict.fromkeys(s for name in names for s in label_sets[name]["settings"]):
+        for name in names:
+            m = label_sets[name]["settings"].get(setting)
+            if m is None:
+                continue
+            pct = {k: "" if m[k] is None else f"{100 * m[k]:.2f}" for k in METRIC_NAMES}
+            delta = "" if name == names[0] or setting not in base or None in (m["f1"], base[setting]["f1"]) else f"{100 * (m['f1'] - base[setting]['f1']):+.2f}"
+            rows.append({"setting": setting, "labels": name, **pct, "ΔF1": delta, "n": m["n"], "excluded": m["excluded"],
+                         "yes→no": m["changed"]["yes_to_no"], "no→yes": m["changed"]["no_to_yes"], "labels without a question": m["labels_without_question"]})
+    return rows
+
+
+def report_label_sets(report: Any, label_sets: dict[str, Any]) -> None:
+    """The report's part on labels: each set's protocol, and the side-by-side table where there are several sets."""
+    report.heading("Labels")
+    for name, figures in label_sets.items():
+        p = figures["protocol"]
+        files = "; ".join(f"{s}: {f['questions']:,} questions, {f['hash'][7:19]}…, {f['version']}" + (f" by {f['recognised_by']}" if f["recognised_by"] else "")
+                          for s, f in p["labels"].items())
+        mean = f" Mean F1 {100 * figures['mean_f1']:.2f}." if figures.get("mean_f1") is not None else ""
+        report.text(f"{name}: {p['version_name']} ({files}).{mean}")
+    if len(label_sets) > 1:
+        report.table(side_by_side(label_sets), caption="Each label set's figures in %; ΔF1 against the first set; counts of questions")

@@ -467,6 +467,10 @@ def write_pope_report(records: list[dict[str, Any]], result: dict[str, Any], out
         report.text(f"Mean F1 over the settings: {100 * result['mean_f1']:.2f} (the figure LLaVA publishes).")
     if result.get("alignment"):
         report.text(f"Answers and labels: {result['alignment']['message']}.")
+    if result.get("label_sets"):
+        from .pope_labels import report_label_sets
+
+        report_label_sets(report, result["label_sets"])
     if mode == "score" and any("threshold" in summary[s] for s in settings):
         report.heading("Calibrated threshold")
         report.text("A threshold on log P(yes) − log P(no) fitted for accuracy on a held-out share of the images; raw and calibrated decisions on the remaining images.")

@@ -61,10 +61,11 @@ def chair_score_command(
     strict: bool = STRICT,
     fix_quirks: bool = FIX,
     force: bool = FORCE,
+    model: str = typer.Option(None, "--model", help="The model that wrote the captions, recorded in run.json so compare puts its runs in one row."),
 ) -> None:
     """Score captions with CHAIR_s, CHAIR_i, recall and mean length.
 
-    Example: audit chair score --captions captions.jsonl --ground-truth gt.json --out chair-out
+    Example: audit chair score --captions captions.jsonl --ground-truth gt.json --model llava-1.5-7b --out chair-out
 
     Example: audit chair score --captions chair-llava --out chair-llava-rescored   (re-score a run without the model)
     """
@@ -72,7 +73,7 @@ def chair_score_command(
     from annotaudit.core.io import Problems
 
     problems = Problems(strict=strict)
-    metrics = score_caption_file(captions, out, ground_truth, instances or (), captions_ref or (), image_map, language, fix_quirks, problems, force)
+    metrics = score_caption_file(captions, out, ground_truth, instances or (), captions_ref or (), image_map, language, fix_quirks, problems, force, model)
     problems.show(lambda msg: typer.secho(msg, fg="yellow", err=True), out / "problems.jsonl", prefix="warning")
     _print_metrics(metrics)
     typer.echo(f"results in {out}")
