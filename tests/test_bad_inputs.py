@@ -413,6 +413,91 @@ def _(w):
     return Case(["annotate", "report", str(w.p("empty")), "--out", str(w.p("report"))], ["empty"])
 
 
+# annotate verdict: the human labels of two or three annotators on 40 items, an LLM's {item: label}
+
+def verdict_inputs(w, annotators: int = 3, items: int = 40, labels=("yes", "no")) -> tuple[Path, Path]:
+    humans = {f"a{k}": {f"i{i}": labels[(i + k * (i % 3 == 0)) % len(labels)] for i in range(items)} for k in range(annotators)}
+    llm = {f"i{i}": labels[i % len(labels)] for i in range(items)}
+    return write(w.p("humans.json"), json.dumps(humans)), write(w.p("llm.json"), json.dumps(llm))
+
+
+def verdict_args(humans: Path, llm: Path, out: Path, *more: str) -> list[str]:
+    return ["annotate", "verdict", "--humans", str(humans), "--llm", str(llm), "--out", str(out), *more]
+
+
+def earlier_verdict(w) -> Path:
+    """A finished verdict run folder that a failing rerun into it must leave alone."""
+    from annotaudit.annotate.verdict import verdict
+
+    humans, llm = verdict_inputs(w)
+    verdict(humans, [llm], w.p("earlier-verdict"))
+    return w.p("earlier-verdict")
+
+
+@case("annotate-verdict/no-annotator-reaches-min-items")
+def _(w):
+    keep = earlier_verdict(w)
+    humans, llm = verdict_inputs(w, items=20)
+    return Case(verdict_args(humans, llm, keep), ["humans.json", "llm", "30"], keep)
+
+
+@case("annotate-verdict/label-outside-the-task")
+def _(w):
+    header = ["language", "gold_label", "sentence1", "sentence2", "pairID", "label1", "label2", "label3"]
+    rows = ["\t".join(header)] + ["\t".join(["en", "neutral", "A man sleeps.", "A man rests.", str(k), "neutral", "neutral", "maybe" if k == 7 else "neutral"])
+                                  for k in range(40)]
+    humans = write(w.p("xnli.dev.tsv"), "\n".join(rows) + "\n")
+    llm = write(w.p("llm.json"), json.dumps({f"en-{k}": "neutral" for k in range(40)}))
+    return Case(verdict_args(humans, llm, w.p("out")), ["xnli.dev.tsv:9", "en-7", "maybe", "xnli"])
+
+
+@case("annotate-verdict/ids-do-not-join")
+def _(w):
+    keep = earlier_verdict(w)
+    humans, _ = verdict_inputs(w)
+    llm = write(w.p("other.json"), json.dumps({f"x{i}": "yes" for i in range(40)}))
+    return Case(verdict_args(humans, llm, keep), ["other.json", "do not join"], keep)
+
+
+@case("annotate-verdict/text-labels-under-neg-rmse")
+def _(w):
+    humans, llm = verdict_inputs(w)
+    return Case(verdict_args(humans, llm, w.p("out"), "--scoring", "neg_rmse"), ["humans.json", "'yes'", "neg_rmse"])
+
+
+@case("annotate-verdict/empty-humans-file")
+def _(w):
+    _, llm = verdict_inputs(w)
+    return Case(verdict_args(write(w.p("empty.csv"), ""), llm, w.p("out")), ["empty.csv", "empty"])
+
+
+@case("annotate-verdict/empty-llm-file")
+def _(w):
+    humans, _ = verdict_inputs(w)
+    return Case(verdict_args(humans, write(w.p("empty.json"), "\n"), w.p("out")), ["empty.json", "empty"])
+
+
+@case("annotate-verdict/humans-in-no-layout")
+def _(w):
+    _, llm = verdict_inputs(w)
+    humans = write(w.p("humans.csv"), "id,text\ni0,hello\n")
+    return Case(verdict_args(humans, llm, w.p("out")), ["humans.csv", "layouts tried", "annotator-columns", "XNLI"])
+
+
+@case("annotate-verdict/llm-in-no-layout")
+def _(w):
+    humans, _ = verdict_inputs(w)
+    llm = write(w.p("llm.json"), json.dumps([{"item": "i0", "label": "yes"}]))
+    return Case(verdict_args(humans, llm, w.p("out")), ["llm.json", "layouts tried", "annotate run"])
+
+
+@case("annotate-verdict/changed-option-without-force")
+def _(w):
+    keep = earlier_verdict(w)
+    humans, llm = verdict_inputs(w)
+    return Case(verdict_args(humans, llm, keep, "--epsilon", "0.2"), ["epsilon", "--force"], keep)
+
+
 @case("annotate-extract/bad-regex")
 def _(w):
     write(w.p("rx.toml"), TASK + '\n[patterns]\nnegative = ["[bad"]\n')
@@ -1081,7 +1166,7 @@ def test_the_suite_covers_every_command_with_sixty_cases():
     assert len(names) >= 60
     assert commands >= {"annotate-run", "annotate-score", "annotate-extract", "pope-build", "pope-run", "pope-score", "chair-run",
                         "chair-score", "chair-build-gt", "classify-train", "classify-compare", "classify-predict", "lvlm-build", "lvlm-train",
-                        "lvlm-eval", "lvlm-score", "annotate-report", "demo", "models-list"}
+                        "lvlm-eval", "lvlm-score", "annotate-report", "annotate-verdict", "demo", "models-list"}
 
 
 def test_debug_shows_the_traceback(tmp_path):
