@@ -13,7 +13,7 @@ from annotaudit.annotate.tasks import Task
 from annotaudit.core.io import write_json
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, REPORT_FILES
-from annotaudit.core.runs import RunDir, console, fingerprint
+from annotaudit.core.runs import RunDir, console
 
 from .data import Example, as_task, load_splits, read_llm_labels, relabel
 from .metrics import label_quality
@@ -50,10 +50,11 @@ def compare(task: Task, splits: tuple[list[Example], list[Example], list[Example
     for llm in llms:
         examples, counts = relabel(train, llm, noanswer, task)
         arms.append((llm.name, _slug(llm.name, taken), examples, counts))
-    config = {"task": task.name, "data": str(data), "data_fingerprint": fingerprint(data) if data else None, "runs": [str(r) for r in runs],
-              "runs_fingerprints": [fingerprint(llm.path) for llm in llms], "seeds": seeds, "noanswer": noanswer, **asdict(cfg)}
+    config = {"task": task.name, "data": str(data), "runs": [str(r) for r in runs], "seeds": seeds, "noanswer": noanswer, **asdict(cfg)}
     config.pop("cpu")
-    run = RunDir(out, config, force=force, outputs=[METRICS, *REPORT_FILES] + [slug for _, slug, _, _ in arms])
+    inputs = {"data": data or None, **{f"labels_{k}": llm.path for k, llm in enumerate(llms, 1)}}
+    run = RunDir(out, config, kind="classify-compare", inputs=inputs, items=len(arms) * seeds, force=force,
+                 outputs=[METRICS, *REPORT_FILES] + [slug for _, slug, _, _ in arms])
     seed_list = [cfg.seed + k for k in range(seeds)]
     results: dict[str, Any] = {}
     for name, slug, examples, counts in arms:

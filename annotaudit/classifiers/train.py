@@ -24,7 +24,7 @@ from annotaudit.core.errors import InputError
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, make_record
-from annotaudit.core.runs import RunDir, console, fingerprint, holds_other_run, progress
+from annotaudit.core.runs import RunDir, console, progress
 from annotaudit.models.base import load_image
 
 from .data import Example, as_task, load_splits, read_llm_labels, relabel, to_sample
@@ -186,8 +186,12 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int, process: int, proce
 
 
 def train_classifier(task: Task, train: list[Example], dev: list[Example], test: list[Example], cfg: ClassifierTrainConfig,
-                     out: str | Path, force: bool = False, extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train MMBT, stop early on dev, evaluate the best model on test; returns (and writes) metrics.json."""
+                     out: str | Path, force: bool = False, extra_config: dict[str, Any] | None = None,
+                     inputs: dict[str, str | Path | None] | None = None) -> dict[str, Any]:
+    """Train MMBT, stop early on dev, evaluate the best model on test; returns (and writes) metrics.json.
+
+    `inputs` (name -> file or folder) are fingerprinted into run.json, so an edited one is refused unless `force`.
+    """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from transformers import get_linear_schedule_with_warmup
@@ -195,8 +199,8 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
     out = Path(out)
     config = {"task": task.name, **asdict(cfg), **(extra_config or {})}
     config.pop("cpu")
-    run = RunDir(out, config, force=force, outputs=OUTPUTS, start=False)
-    if (out / METRICS).is_file() and not holds_other_run(out, config):
+    run = RunDir(out, config, kind="classify", inputs=inputs, items=len(test), force=force, outputs=OUTPUTS, start=False)
+    if (out / METRICS).is_file() and not run.holds_other_run():
         return read_json(out / METRICS)
     accelerator = Accelerator(cpu=cfg.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(cfg.seed)
@@ -308,21 +312,16 @@ def classify_train(task: str | Path | Task, data: str | Path, out: str | Path, c
                    force: bool = False) -> dict[str, Any]:
     """`classify train`: read the splits, swap in an annotate run's labels unless `labels` is "human", train and test.
 
-    The run's configuration holds fingerprints of the data, the task file and the labels' records, so
-    an edited input is refused unless `force`.
+    run.json's inputs hold fingerprints of the data, the task file (built-in tasks change only with
+    annotaudit's version, which run.json records) and the labels' records, so an edited input is refused unless `force`.
     """
     spec = as_task(task)
     train, dev, test = load_splits(spec, data, splits, languages)
-    extra: dict[str, Any] = {"data": str(data), "data_fingerprint": fingerprint(data), "task_fingerprint": _task_fingerprint(task),
-                             "labels": str(labels), "noanswer": noanswer, "splits": list(splits or spec.splits)}
+    extra: dict[str, Any] = {"data": str(data), "labels": str(labels), "noanswer": noanswer, "splits": list(splits or spec.splits)}
+    inputs: dict[str, str | Path | None] = {"data": data, "task": task if isinstance(task, str | Path) and Path(task).is_file() else None}
     if str(labels) != "human":
         llm = read_llm_labels(spec, labels)
         train, counts = relabel(train, llm, noanswer, spec)
-        extra["labels_fingerprint"] = fingerprint(llm.path)
+        inputs["labels"] = llm.path
         console.print(f"LLM labels: {counts['kept']} training items kept, {counts['noanswer']} NOANSWER, {counts['missing']} not in the run")
-    return train_classifier(spec, train, dev, test, cfg or ClassifierTrainConfig(), out, force=force, extra_config=extra)
-
-
-def _task_fingerprint(task: str | Path | Task) -> str | None:
-    """A task file's fingerprint (built-in tasks change only with annotaudit's version, which run.json records)."""
-    return fingerprint(task) if isinstance(task, str | Path) and Path(task).is_file() else None
+    return train_classifier(spec, train, dev, test, cfg or ClassifierTrainConfig(), out, force=force, extra_config=extra, inputs=inputs)

@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.runs import RunDir, check_config, fingerprint
+from annotaudit.core.runs import RunDir
 from annotaudit.models.registry import check_model_folder
 from annotaudit.models.templates import JINJA_TEMPLATES
 
@@ -111,14 +111,15 @@ def build_lvlm(vision_path: str | Path, llm_path: str | Path, out: str | Path, t
     """Write a LlavaNextForConditionalGeneration (+ processor) that stock transformers loads as is.
 
     run.json beside the model records the settings and the inputs' fingerprints; a folder holding
-    another build (or a training run) is refused unless `force`. The same build again rewrites the
-    model: a build does not resume, so edited inputs are recorded, not refused.
+    another build (other settings or edited inputs) or a training run is refused unless `force`.
+    The same build again rewrites the model: a build does not resume.
     """
     vision_path, llm_path, out = str(vision_path), str(llm_path), Path(out)
     settings = {"vision": vision_path, "llm": llm_path, "template": template, "pinpoints": pinpoints, "dtype": dtype}
-    check_config(out, settings, force)
     check_model_folder(vision_path, "--vision")
     check_model_folder(llm_path, "--llm")
+    run = RunDir(out, settings, kind="lvlm-build", inputs={"vision": vision_path, "llm": llm_path,
+                                                           "template": template if Path(template).is_file() else None}, force=force, start=False)
     tokenizer = AutoTokenizer.from_pretrained(llm_path)
     chat_template = chat_template_for(template, tokenizer)
     _prepare_tokenizer(tokenizer)
@@ -151,10 +152,8 @@ def build_lvlm(vision_path: str | Path, llm_path: str | Path, out: str | Path, t
         chat_template=chat_template,
     )
     tokenizer.chat_template = chat_template
-    run = RunDir(out, settings, force=force)
+    run.start()
     model.save_pretrained(out)
     processor.save_pretrained(out)
-    run.finish(pinpoints=pinpoints, image_token_id=int(config.image_token_id), vocab_size=len(tokenizer),
-               inputs={"vision": fingerprint(vision_path), "llm": fingerprint(llm_path),
-                       "template": fingerprint(template) if Path(template).is_file() else None})
+    run.finish(pinpoints=pinpoints, image_token_id=int(config.image_token_id), vocab_size=len(tokenizer))
     return out

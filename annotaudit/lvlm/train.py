@@ -26,7 +26,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 from annotaudit.core.checkpoint import load_state, save_state
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
-from annotaudit.core.runs import ConfigMismatch, RunDir, fingerprint, progress
+from annotaudit.core.runs import ConfigMismatch, RunDir, progress
 
 from .data import IGNORE, ConversationDataset, collate, load_conversations
 
@@ -224,8 +224,8 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     records = load_conversations(cfg.data)
     run = None
     if accelerator.is_main_process:
-        inputs = {"data": fingerprint(cfg.data), "images": fingerprint(cfg.images), "model": fingerprint(cfg.model)}
-        run = RunDir(out, {**asdict(cfg), "inputs": inputs}, force=force, outputs=OUTPUTS, start=False)
+        run = RunDir(out, asdict(cfg), kind="lvlm-train", inputs={"data": cfg.data, "images": cfg.images, "model": cfg.model},
+                     force=force, outputs=OUTPUTS, start=False)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
     processor = AutoProcessor.from_pretrained(cfg.model)
@@ -319,7 +319,7 @@ def _finish(accelerator: Accelerator, run: RunDir | None, out: Path, step: int, 
     if run is not None:
         run.finish(steps=step, complete=complete, num_processes=accelerator.num_processes, samples=samples, tokens=tokens,
                    samples_per_s=round(samples / seconds, 3), tokens_per_s=round(tokens / seconds, 1),
-                   mixed_precision=accelerator.mixed_precision, model_fingerprint=fingerprint(run.config["model"]))
+                   mixed_precision=accelerator.mixed_precision)
         steps = JsonlLog(out / LOG, key="step").read()
         if steps:
             metrics = loss_metrics(steps, complete)
