@@ -323,7 +323,7 @@ def test_an_edited_input_file_is_refused_unless_forced(tmp_path, tiny):
     cfg = RunConfig(task=str(task_file), data=str(csv), model=f"hf:{tiny('llama')}", mode="score")
     run(cfg, tmp_path / "out")
     csv.write_text(csv.read_text().replace("r4,A wonderful surprise,,positive", "r4,A wonderful surprise,,negative"))
-    with pytest.raises(ConfigMismatch, match="changed: inputs"):
+    with pytest.raises(ConfigMismatch, match="changed: input data"):
         run(cfg, tmp_path / "out")
     assert run(cfg, tmp_path / "out", force=True)["per_class"]["negative"]["support"] == 3
 

@@ -693,6 +693,32 @@ def _(w):
     return Case(["audit", "pope", "score", "--run", str(w.p("empty"))], ["empty"])
 
 
+@case("annotate-score/a-pope-run-folder")
+def _(w):
+    keep = w.copy_good("pope-score")
+    return Case(["annotate", "score", str(keep)], ["run.json", "'pope' run folder", "audit pope score --run", "annotate score"], keep)
+
+
+@case("annotate-score/a-folder-from-before-run-kinds")
+def _(w):
+    keep = w.copy_good("annotate")
+    manifest = json.loads((keep / "run.json").read_text())
+    del manifest["kind"]
+    write(keep / "run.json", json.dumps(manifest))
+    return Case(["annotate", "score", str(keep)], ["run.json", "before run folders recorded their kind", "rerun", "--force"], keep)
+
+
+@case("pope-score/run-is-a-chair-run-folder")
+def _(w):
+    keep, out = w.copy_good("chair-score"), w.p("rescored")
+
+    def nothing_written() -> None:
+        assert not out.exists()
+
+    return Case(["audit", "pope", "score", "--run", str(keep), "--out", str(out)], ["run.json", "'chair' run folder", "audit chair score"],
+                keep, nothing_written)
+
+
 @case("pope-score/read-only-output-folder", mounts=True)
 def _(w):
     return Case(["audit", "pope", "score", "--questions", str(w.pope_questions()), "--answers", str(w.pope_answers([1, 2, 3, 4])),

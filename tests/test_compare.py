@@ -226,7 +226,8 @@ def test_every_kind_in_all_four_formats_with_intervals(compared):
 
     manifest = json.loads((compared / "run.json").read_text())
     assert manifest["config"]["seed"] == 7 and manifest["config"]["resamples"] == RESAMPLES
-    assert all(v and v.startswith(("sha256:", "files:")) for v in manifest["config"]["fingerprints"].values())
+    assert manifest["kind"] == "compare" and manifest["items"] > 0
+    assert all(v["fingerprint"] and v["fingerprint"].startswith(("sha256:", "files:")) for v in manifest["inputs"].values())
 
 
 def test_figures_equal_each_commands_own_metrics(compared, fixture_runs):
@@ -331,13 +332,40 @@ def test_the_seed_fixes_the_intervals(fixture_runs, tmp_path):
     assert a == b and a != c
 
 
-def test_pope_and_chair_comparisons_import_no_torch(fixture_runs, tmp_path):
-    runs = [str(r) for r in fixture_runs["pope"][:2] + fixture_runs["chair"][:2]]
-    code = ("import sys\nfrom annotaudit.compare import compare\n"
-            f"compare({runs!r}, {str(tmp_path / 'o')!r}, resamples=100)\n"
+@pytest.mark.parametrize("kind", ["pope", "chair", "vqa", "annotate"])
+def test_comparisons_import_no_torch(fixture_runs, tmp_path, kind):
+    runs = [str(r) for r in fixture_runs[kind][:2]]
+    code = ("import sys\nfrom annotaudit.cli.main import main\n"
+            f"sys.argv = ['annotaudit', 'compare', *{runs!r}, '--out', {str(tmp_path / 'o')!r}, '--resamples', '100', '--format', 'md']\n"
+            "try:\n    main()\nexcept SystemExit as exc:\n    assert not exc.code, exc.code\n"
             "print('HEAVY', ','.join(m for m in ('torch', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and "HEAVY \n" in done.stdout, done.stdout + done.stderr
+    assert (tmp_path / "o" / "report.md").is_file()
+
+
+def test_a_folder_is_read_by_its_recorded_kind(fixture_runs, tmp_path):
+    """The kind comes from run.json, not from the config's keys; a folder of another kind, or from before kinds, is one line."""
+    import shutil
+
+    def compare_line(run: Path) -> str:
+        result = subprocess.run([sys.executable, "-m", "annotaudit.cli.main", "compare", str(run), "--out", str(tmp_path / "o")],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+        assert not (tmp_path / "o").exists()
+        return result.stderr
+
+    old = tmp_path / "old"
+    shutil.copytree(fixture_runs["pope"][0], old)
+    manifest = json.loads((old / "run.json").read_text())
+    assert manifest["kind"] == "pope" and manifest["items"] == sum(1 for _ in open(old / "records.jsonl"))
+    del manifest["kind"]
+    (old / "run.json").write_text(json.dumps(manifest))
+    assert "before run folders recorded their kind" in compare_line(old) and "--force" in compare_line(old)
+    manifest["kind"] = "lvlm-build"
+    (old / "run.json").write_text(json.dumps(manifest))
+    line = compare_line(old)
+    assert "'lvlm-build' run folder" in line and "lvlm train --model" in line
 
 
 # The bootstrap's statistics on synthetic runs with known effects ---------------------------------

@@ -52,9 +52,7 @@ def run_report(records: list[dict[str, Any]], metrics: dict[str, Any], out: str 
 def load_run(path: str | Path) -> dict[str, Any]:
     """A run folder's configuration, metrics and records keyed by id (metrics recomputed when missing)."""
     path = Path(path)
-    config = run_config(path)
-    if "task_spec" not in config:
-        raise InputError("run.json is not from `annotate run`", path=path / "run.json")
+    config = run_config(path, "annotate", "annotaudit annotate report")
     records = {str(r["id"]): r for r in read_run_records(path)}
     if (path / METRICS).is_file():
         metrics = read_json(path / METRICS)

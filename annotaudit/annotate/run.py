@@ -18,7 +18,7 @@ from typing import Any
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import Problems, write_jsonl
 from annotaudit.core.runner import RECORDS, Sample, make_record, rescore_run, run_config, run_samples
-from annotaudit.core.runs import console, fingerprint, progress
+from annotaudit.core.runs import console, progress
 
 from . import metrics
 from .extract import extract, vote
@@ -146,10 +146,10 @@ def prepare(cfg: RunConfig, strict: bool = False) -> tuple[Task, list[Item], Pro
 
 
 def _config(cfg: RunConfig, task: Task, engine: Any = None) -> dict[str, Any]:
-    """What run.json records: the options, the task itself, and a fingerprint of the data, so an edited input is refused."""
+    """run.json's config: the options and the task itself, so an edited task is refused (the data file is an input)."""
     from annotaudit.models.base import engine_config
 
-    return {**asdict(cfg), **engine_config(engine), "task_spec": task.describe(), "inputs": {"data": fingerprint(cfg.data)}}
+    return {**asdict(cfg), **engine_config(engine), "task_spec": task.describe()}
 
 
 def run(cfg: RunConfig, out: str | Path, force: bool = False, strict: bool = False,
@@ -179,7 +179,7 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, strict: bool = Fal
         return judge(folder, records, task, cfg.judge, cfg.batch_size, engine=engine) if cfg.judge else records
 
     return run_samples(out, _config(cfg, task, engine), samples, solver, lambda records: metrics.compute(records, task),
-                       report=_report(task), problems=problems, batch_size=cfg.batch_size, force=force,
+                       kind="annotate", inputs={"data": cfg.data}, report=_report(task), problems=problems, batch_size=cfg.batch_size, force=force,
                        description=f"{task.name} · {cfg.model} · {cfg.mode}", after=after)
 
 
@@ -237,5 +237,5 @@ def judge(out: str | Path, records: list[dict[str, Any]], task: Task, judge_name
 
 def recompute(out: str | Path) -> dict[str, Any]:
     """Metrics and report of a finished run folder from its records and its recorded task, without the model."""
-    task = get_task(run_config(out)["task"])
+    task = get_task(run_config(out, "annotate", "annotaudit annotate score")["task"])
     return rescore_run(out, lambda records: metrics.compute(records, task), _report(task))

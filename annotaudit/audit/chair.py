@@ -474,7 +474,7 @@ def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str 
     source = captions / RECORDS if captions.is_dir() else captions
     if (out / RECORDS).resolve() == source.resolve():
         raise InputError("write the new scores to another folder than the run they re-score", path=out)
-    recorded = run_config(captions) if (captions / MANIFEST).is_file() else {}
+    recorded = run_config(captions, "chair", "annotaudit audit chair score --captions") if (captions / MANIFEST).is_file() else {}
     if language is None:
         language = recorded.get("language", "en")
     problems = problems if problems is not None else Problems()
@@ -489,12 +489,13 @@ def score_caption_file(captions: str | Path, out: str | Path, ground_truth: str 
         first = f"; the first of {len(problems)} problems: {problems.messages()[0]}" if len(problems) else ""
         raise InputError("no caption could be scored" + first, path=source)
     config = {
-        "captions": str(source.resolve()), "captions_fingerprint": fingerprint(source), "ground_truth": truth_source,
-        "image_map": _described([image_map]) if image_map else None, "language": language, "fix_quirks": fix_quirks,
+        "captions": str(source.resolve()), "ground_truth": truth_source,
+        "image_map": str(Path(image_map).resolve()) if image_map else None, "language": language, "fix_quirks": fix_quirks,
         "model": model or recorded.get("model"),
     }
     return save_records(out, config, records, lambda recs: {**chair_metrics(recs, language, fix_quirks), "model": config["model"]},
-                        chair_report_writer(f"CHAIR of {config['model'] or captions.name}"), problems=problems, force=force)
+                        chair_report_writer(f"CHAIR of {config['model'] or captions.name}"), problems=problems, force=force,
+                        kind="chair", inputs={"captions": source, "image_map": image_map})
 
 
 def _recorded_truth(captions: list[Caption], source: Path) -> dict[int, set[str]]:

@@ -16,7 +16,6 @@ from typing import Any
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, read_text, safe_path
 from annotaudit.core.runner import Sample, make_record, run_samples
-from annotaudit.core.runs import fingerprint
 
 from .chair import caption_scores, chair_metrics, chair_report_writer, extractor, parse_image_id
 
@@ -123,10 +122,9 @@ def run_chair(
         except InputError as exc:
             raise InputError(exc.message, path=index[iid], item=str(iid)) from None
     config = {
-        "model": model, "images": str(Path(images_dir).resolve()), "images_fingerprint": fingerprint(images_dir),
-        "image_ids_file": str(Path(image_ids).resolve()) if image_ids is not None else None, "image_ids_fingerprint": fingerprint(image_ids),
-        "image_ids": chosen, "prompts": prompts, "seed": seed, "max_new_tokens": max_new_tokens, "language": language, "fix_quirks": fix_quirks,
-        "ground_truth": truth_source, "ground_truth_fingerprint": _truth_fingerprint(truth, chosen), **engine_config(engine),
+        "model": model, "images": str(Path(images_dir).resolve()),
+        "image_ids_file": str(Path(image_ids).resolve()) if image_ids is not None else None, "image_ids": chosen, "prompts": prompts, "seed": seed, "max_new_tokens": max_new_tokens, "language": language, "fix_quirks": fix_quirks,
+        "ground_truth": truth_source, "ground_truth_digest": _truth_digest(truth, chosen), **engine_config(engine),
     }
     samples = [
         Sample(f"{pid}:{iid}", {"prompt": text, "image": index[iid].name}, sorted(truth[iid]), {"prompt_id": pid, "image_id": iid}, group=str(iid))
@@ -137,12 +135,12 @@ def run_chair(
         return _captioner(model, Path(images_dir), max_new_tokens, seed, language, fix_quirks, loader, device, engine)
 
     metrics = run_samples(out, config, samples, solver, lambda records: {**chair_metrics(records, language, fix_quirks), "model": model},
-                          report=chair_report_writer(f"CHAIR of {model}"), batch_size=max(1, batch_size // len(prompts)),
+                          kind="chair", inputs={"images": images_dir, "image_ids": image_ids}, report=chair_report_writer(f"CHAIR of {model}"), batch_size=max(1, batch_size // len(prompts)),
                           description="captions", force=force)
     return metrics
 
 
-def _truth_fingerprint(truth: dict[int, set[str]], chosen: list[int]) -> str:
+def _truth_digest(truth: dict[int, set[str]], chosen: list[int]) -> str:
     """The chosen images' ground truth, hashed: another ground truth for them is another run."""
     text = json.dumps([[iid, sorted(truth[iid])] for iid in chosen])
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()

@@ -16,7 +16,6 @@ from typing import Any
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import safe_path
 from annotaudit.core.runner import RECORDS, Sample, make_record, read_run_records, run_config, run_samples, save_records, score_records
-from annotaudit.core.runs import fingerprint
 
 from .pope import (
     CANDIDATES,
@@ -284,7 +283,6 @@ def run_pope(
     model_name = model if isinstance(model, str) else model.name
     config = {
         "questions": {s: str(Path(p).resolve()) for s, p in files.items()}, "images": str(Path(images).resolve()),
-        "fingerprints": {"questions": {s: fingerprint(p) for s, p in files.items()}, "images": fingerprint(images)},
         "model": model_name, "mode": mode, "prompt_variants": [v + 1 for v in variants], "language": language, "parser": "pope",
         "max_new_tokens": max_new_tokens if mode == "generate" else None, "calibration": calibration, "seed": seed,
         **engine_config(engine),
@@ -304,7 +302,7 @@ def run_pope(
         out, config, samples, solver,
         lambda records: {**pope_metrics(records, mode, language, calibration, seed, "pope", model_name),
                          **label_set_metrics(records, [question_label_set(sets, files)], "pope", mode, language)},
-        report=write_pope_report, batch_size=batch_images, description=f"POPE {mode} {model_name}", force=force,
+        kind="pope", inputs={**{f"questions_{s}": p for s, p in files.items()}, "images": images}, report=write_pope_report, batch_size=batch_images, description=f"POPE {mode} {model_name}", force=force,
     )
     return result.get("summary", {})
 
@@ -379,7 +377,7 @@ def score_pope(
         raise InputError("give either a run folder (--run), or an answers file (--answers) with its labels (--questions, --labels)")
     verdict = None
     if run is not None:
-        source = run_config(run)
+        source = run_config(run, "pope", "annotaudit audit pope score --run")
         records = read_run_records(run)
         mode, calibration, seed = source.get("mode", "generate"), source.get("calibration", 0.2), source.get("seed", 0)
         if language not in (None, source.get("language", "en")):
@@ -390,9 +388,9 @@ def score_pope(
             records = reparse(records, parser, language)
         else:
             parser = source.get("parser", "pope")
+        inputs = {"records": Path(run) / RECORDS}
         model = model or source.get("model")
-        config = {"run": str(Path(run).resolve()), "fingerprints": {"records": fingerprint(Path(run) / RECORDS)},
-                  "model": model, "mode": mode, "language": language, "parser": parser,
+        config = {"run": str(Path(run).resolve()), "model": model, "mode": mode, "language": language, "parser": parser,
                   "calibration": calibration, "seed": seed}
         own = run_label_set(source, records, Path(run))
     else:
@@ -405,14 +403,13 @@ def score_pope(
         own = primary or own_label_set(records, Path(questions or answers))
         inputs = {"questions": questions, "answers": answers}
         config = {**{k: str(Path(v).resolve()) if v is not None else None for k, v in inputs.items()},
-                  "fingerprints": {k: fingerprint(v) for k, v in inputs.items() if v is not None},
                   "answers_format": answers_format, "model": model, "mode": mode, "language": language, "parser": parser,
                   "calibration": calibration, "seed": seed}
         model = model or Path(answers).name
     given = [s for s in (primary, *sets) if s is not None]
     if given:
         config["labels"] = {s.name: {str(k): str(f.resolve()) for k, f in s.files.items()} for s in given}
-        config["fingerprints"].update({f"labels/{s.name}/{k}": fingerprint(f) for s in given for k, f in s.files.items()})
+        inputs.update({f"labels/{s.name}/{k}": f for s in given for k, f in s.files.items()})
 
     def metric(recs: list[dict[str, Any]]) -> dict[str, Any]:
         result = pope_metrics(recs, mode, language, calibration, seed, parser, model)
@@ -429,7 +426,7 @@ def score_pope(
         if changed:
             raise InputError(f"re-scoring in place keeps the run's parser ({source.get('parser', 'pope')}); write to another folder", path=run)
         return score_records(out, records, metric, write_pope_report)
-    return save_records(out, config, records, metric, write_pope_report, force=force)
+    return save_records(out, config, records, metric, write_pope_report, force=force, kind="pope", inputs=inputs)
 
 
 # Report ----------------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ from annotaudit.annotate import readers
 from annotaudit.annotate.tasks import Task, builtin_tasks
 from annotaudit.core.io import read_json
 from annotaudit.core.runner import Sample, make_record, run_samples
-from annotaudit.core.runs import fingerprint
 
 from .data import Example, as_task, from_sample, load_split, normalize_label, to_sample
 from .metrics import decide, task_metrics
@@ -97,9 +96,8 @@ def classify_predict(model_dir: str | Path, data: str | Path, out: str | Path, t
     else:
         examples = generic_examples(data)
     folder = model_folder(model_dir)
-    config = {"model": str(model_dir), "model_fingerprint": fingerprint(folder / WEIGHTS_FILE), "task": spec.name,
-              "data": str(data), "data_fingerprint": fingerprint(data), "split": split, "languages": languages}
+    config = {"model": str(model_dir), "task": spec.name, "data": str(data), "split": split, "languages": languages}
     return run_samples(out, config, [to_sample(ex) for ex in examples],
                        lambda device: predictor(model_dir, spec, batch_size, device),
                        lambda records: prediction_metrics(spec, records),
-                       batch_size=batch_size, description="classifying", force=force)
+                       kind="classify-predict", inputs={"model": folder / WEIGHTS_FILE, "data": data}, batch_size=batch_size, description="classifying", force=force)

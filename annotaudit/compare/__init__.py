@@ -10,7 +10,7 @@ from typing import Any
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import write_json
 from annotaudit.core.runner import RECORDS
-from annotaudit.core.runs import RunDir, fingerprint
+from annotaudit.core.runs import RunDir
 
 from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL
 from .render import FIGURES, FORMATS, write_outputs
@@ -29,13 +29,9 @@ def _formats(formats: Sequence[str] | str | None) -> list[str]:
     return chosen
 
 
-def _fingerprints(runs: Sequence[str | Path]) -> dict[str, str | None]:
+def _inputs(runs: Sequence[str | Path]) -> dict[str, Path]:
     """Each run's records (or its whole folder for MMBT comparisons, whose records live in sub-folders)."""
-    out = {}
-    for r in runs:
-        path = Path(r)
-        out[str(path.resolve())] = fingerprint(path / RECORDS) if (path / RECORDS).is_file() else fingerprint(path)
-    return out
+    return {f"run_{k}": Path(r) / RECORDS if (Path(r) / RECORDS).is_file() else Path(r) for k, r in enumerate(runs, 1)}
 
 
 def _as_json(table: Any) -> dict[str, Any]:
@@ -57,9 +53,9 @@ def compare(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str] =
     label_map = parse_labels(list(labels))
     entries = read_runs(list(runs), label_map)
     out = Path(out)
-    config = {"runs": [str(Path(r).resolve()) for r in runs], "fingerprints": _fingerprints(runs),
+    config = {"runs": [str(Path(r).resolve()) for r in runs],
               "labels": {str(k): v for k, v in label_map.items()}, "resamples": resamples, "seed": seed, "level": LEVEL, "formats": chosen}
-    rundir = RunDir(out, config, force=force, outputs=OUTPUTS)
+    rundir = RunDir(out, config, kind="compare", inputs=_inputs(runs), items=len(entries), force=force, outputs=OUTPUTS)
     started = time.time()
     tables = build_tables(entries, Figures(resamples, seed))
     intro = (f"{len(runs)} run folders, {len(entries)} entries. Every figure has a {int(LEVEL * 100)}% percentile bootstrap interval "

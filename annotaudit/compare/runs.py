@@ -1,7 +1,7 @@
 """Read any mix of run folders, tell what each one is, and group them into table rows.
 
-A run's kind, dataset, model, prompt (or formatting), language and setting come from its manifest
-(`run.json` config) and its records. A row is (kind, dataset, model, prompt); languages and
+A run's kind comes from its manifest (`run.json` kind); its dataset, model, prompt (or formatting),
+language and setting from the manifest's config and its records. A row is (kind, dataset, model, prompt); languages and
 settings are its columns, so the English and Italian runs of one model share a row. Two runs that
 fill the same cell are an error unless `--label` names them apart.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, safe_path
-from annotaudit.core.runner import METRICS, read_run_records, run_config
+from annotaudit.core.runner import METRICS, read_run_records, run_config, run_manifest
 from annotaudit.core.runs import MANIFEST
 
 KINDS = ("pope", "chair", "vqa", "annotate", "mmbt")
@@ -92,21 +92,8 @@ def _source_run(path: Any) -> Path | None:
 
 # Kinds -----------------------------------------------------------------------------------------
 
-def run_kind(config: dict[str, Any], metrics: dict[str, Any]) -> str | None:
-    """The command that wrote a run folder, from the keys only that command writes."""
-    if "formattings" in config:
-        return "vqa"
-    if "prompts" in config and "image_ids" in config or "captions" in config and "ground_truth" in config:
-        return "chair"
-    if "parser" in config and ("questions" in config or "run" in config):
-        return "pope"
-    if "task_spec" in config or {"task", "mode", "samples", "data"} <= set(config):
-        return "annotate"
-    if "runs" in config and "seeds" in config and "results" in metrics:
-        return "mmbt-compare"
-    if "text_encoder" in config and "labels" in config:
-        return "mmbt"
-    return None
+# run.json kind -> the kind of compare's rows
+READS = {"pope": "pope", "chair": "chair", "vqa": "vqa", "annotate": "annotate", "classify": "mmbt", "classify-compare": "mmbt-compare"}
 
 
 def _pope(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Entry]:
@@ -232,12 +219,12 @@ def read_run(run: str | Path, label: str | None = None) -> list[Entry]:
     run = Path(run)
     if not run.is_dir():
         raise InputError("not a folder", path=run)
-    config = run_config(run)
-    metrics = read_json(run / METRICS) if (run / METRICS).is_file() else {}
-    kind = run_kind(config, metrics if isinstance(metrics, dict) else {})
-    if kind is None:
-        raise InputError("cannot tell which command wrote this run folder (not annotate, audit pope, audit chair, lvlm eval or classify)", path=run / MANIFEST)
+    config = run_config(run, tuple(READS), "annotaudit compare")
+    kind = READS[run_manifest(run)["kind"]]
     if kind == "mmbt-compare":
+        metrics = read_json(run / METRICS)
+        if not isinstance(metrics, dict) or "results" not in metrics:
+            raise InputError("no results in the metrics of this classify compare run (is it finished?)", path=run / METRICS)
         entries = _mmbt_compare(run, config, metrics)
     elif kind == "mmbt":
         labels = str(config.get("labels", "human"))

@@ -7,7 +7,7 @@ merge, crash-safe appends, progress, then metrics, problems and the report.
 
 Every command writes the same folder:
 
-    run.json        configuration, input fingerprints, seed, versions, git commit, sessions
+    run.json        kind, configuration, inputs (path and fingerprint), items, seed, versions, git commit, sessions
     records.jsonl   one record per sample: id, input, target, prediction, raw, scores, meta
     metrics.json    the metric of the records
     problems.jsonl  every bad input that was skipped
@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import InputError, RequestFailed, RunIncomplete
 from .io import JsonlLog, Problems, iter_jsonl, read_json, write_json, write_jsonl
-from .runs import MANIFEST, RunDir, check_config, console, holds_other_run, progress
+from .runs import MANIFEST, RunDir, check_config, check_kind, console, describe_inputs, holds_other_run, progress
 
 RECORDS, METRICS, PROBLEMS, SHARDS, FAILURES = "records.jsonl", "metrics.json", "problems.jsonl", "shards", "failures.jsonl"
 REPORT_FILES = ("report.md", "report.html", "report_files")
@@ -238,6 +238,8 @@ def run_samples(
     solver: Callable[[str | None], Solver],
     metric: Metric,
     *,
+    kind: str,
+    inputs: dict[str, str | Path | None] | None = None,
     report: ReportFn | None = None,
     problems: Problems | None = None,
     batch_size: int = 8,
@@ -248,6 +250,7 @@ def run_samples(
 ) -> dict[str, Any]:
     """Answer every sample not yet in the run folder, then merge, measure and report.
 
+    `kind`, `config` and `inputs` go to run.json (see `RunDir`), with `items` the number of samples.
     `solver(device)` loads the model (only when there is work left) and returns a function from a
     batch of samples to their records. `after` may revise the merged records before the metric
     (a judge pass, for example). Returns the metrics (an empty dict on processes other than the main one).
@@ -255,18 +258,21 @@ def run_samples(
     out = Path(out)
     check_samples(samples, str(config.get("data") or config.get("questions") or out))
     procs = processes()
-    check_config(out, config, force)
     rundir = None
     if procs.is_main:  # the lock first: nothing is read for resuming while another process may write
-        rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, PROBLEMS, SHARDS, FAILURES, *REPORT_FILES, *extra_outputs],
-                        start=False)
+        rundir = RunDir(out, config, kind=kind, inputs=inputs, items=len(samples), force=force,
+                        outputs=[RECORDS, METRICS, PROBLEMS, SHARDS, FAILURES, *REPORT_FILES, *extra_outputs], start=False)
+        described = rundir.inputs
+    else:  # the same check, read-only, so every process stops on another run
+        described = describe_inputs(inputs, out if out.is_dir() else None)
+        check_config(out, config, force, kind=kind, inputs=described)
     procs.wait()
     # Batches are cut from all of this process's samples, finished or not, so a resumed run answers
     # exactly the batches an uninterrupted run would; a batch cut short by a kill is answered whole again.
     mine = [s for k, s in enumerate(samples) if k % procs.count == procs.index]
     # The lock is held and nothing is written before start(), so this read stays true for the whole run;
     # start() drops old records only when --force replaces another run, which counts as none done.
-    done = {} if force and holds_other_run(out, config) else finished(out, warn=procs.is_main)
+    done = {} if force and holds_other_run(out, config, kind=kind, inputs=described) else finished(out, warn=procs.is_main)
     todo = [b for b in batches(mine, batch_size) if any(s.id not in done for s in b)]
     USAGE.engine = None
     answer = solver(procs.device) if todo else None  # the model loads before run.json is written: a typo leaves nothing behind
@@ -338,18 +344,19 @@ def score_records(out: str | Path, records: list[dict[str, Any]], metric: Metric
 
 
 def save_records(out: str | Path, config: dict[str, Any], records: list[dict[str, Any]], metric: Metric, report: ReportFn | None = None,
-                 problems: Problems | None = None, force: bool = False) -> dict[str, Any]:
+                 problems: Problems | None = None, force: bool = False, *, kind: str,
+                 inputs: dict[str, str | Path | None] | None = None) -> dict[str, Any]:
     """A run folder for records made outside the runner's loop (an answers or captions file scored as it is).
 
-    Refuses a folder that holds other inputs' results unless `force`; returns the metrics.
+    Refuses a folder that holds another run unless `force`; returns the metrics.
     """
     out = Path(out)
-    rundir = RunDir(out, config, force=force, outputs=[RECORDS, METRICS, PROBLEMS, *REPORT_FILES])
+    rundir = RunDir(out, config, kind=kind, inputs=inputs, items=len(records), force=force, outputs=[RECORDS, METRICS, PROBLEMS, *REPORT_FILES])
     write_jsonl(out / RECORDS, records)
     if problems is not None:
         problems.write(out / PROBLEMS)
     result = score_records(out, records, metric, report, problems=len(problems) if problems is not None else None)
-    rundir.finish(items=len(records))
+    rundir.finish()
     return result
 
 
@@ -376,12 +383,24 @@ def read_run_records(run_dir: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The configuration a run folder was made with."""
+def run_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """A run folder's run.json."""
     manifest = Path(run_dir) / MANIFEST
     if not manifest.is_file():
         raise InputError(f"no {MANIFEST}: not a run folder", path=run_dir)
-    config = read_json(manifest).get("config")
+    found = read_json(manifest)
+    if not isinstance(found, dict):
+        raise InputError("not a run manifest (a JSON object)", path=manifest)
+    return found
+
+
+def run_config(run_dir: str | Path, kind: str | tuple[str, ...] | None = None, command: str = "this command") -> dict[str, Any]:
+    """The configuration a run folder was made with; with `kind`, only from a folder of that kind
+    (else one line naming the kind found and the command that reads it)."""
+    manifest = run_manifest(run_dir)
+    if kind is not None:
+        check_kind(run_dir, manifest, kind, command)
+    config = manifest.get("config")
     if not isinstance(config, dict):
-        raise InputError("no configuration in the manifest", path=manifest)
+        raise InputError("no configuration in the manifest", path=Path(run_dir) / MANIFEST)
     return config

@@ -11,8 +11,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,16 +22,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .errors import InputError
-from .io import read_json, write_json
+from .io import DigestCache, folder_files, read_json, write_json
 
 console = Console(stderr=True, soft_wrap=True)  # a long path stays on one line, whole
 
 MANIFEST = "run.json"
+LAYOUT = ("kind", "config", "inputs", "items", "seed", "versions", "git_commit", "command", "host", "created", "sessions")
 TRACKED_PACKAGES = ("annotaudit", "torch", "transformers", "accelerate", "peft", "tokenizers", "scikit-learn", "pandas")
 
 
 class ConfigMismatch(RuntimeError):
-    """An output directory already holds a run with another configuration."""
+    """An output directory already holds a run with another kind, configuration or inputs."""
 
 
 def git_commit() -> str | None:
@@ -53,42 +55,145 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str |
     return versions
 
 
-def check_config(out: str | Path, config: dict[str, Any], force: bool = False) -> None:
-    """Refuse a folder that holds a run with another configuration, unless forced (read-only, safe on every process)."""
-    manifest = Path(out) / MANIFEST
-    config = json.loads(json.dumps(config, default=str))
-    if force or not manifest.exists():
+@dataclass(frozen=True)
+class RunKind:
+    """The command that writes a kind of run folder and those that read it back (named when a folder is of the wrong kind)."""
+
+    writes: str
+    reads: tuple[str, ...] = ()
+
+    def readers(self) -> str:
+        return " or ".join(f"`annotaudit {c}`" for c in self.reads) if self.reads else "no command (its files are the result)"
+
+
+# Every kind of run folder run.json names; a new kind is one line here.
+RUN_KINDS: dict[str, RunKind] = {
+    "annotate": RunKind("annotate run", ("annotate score", "annotate report", "classify train --labels", "compare")),
+    "pope": RunKind("audit pope run", ("audit pope score --run", "compare")),
+    "chair": RunKind("audit chair run", ("audit chair score --captions", "compare")),
+    "vqa": RunKind("lvlm eval", ("lvlm score", "compare")),
+    "classify": RunKind("classify train", ("classify predict --model", "compare")),
+    "classify-predict": RunKind("classify predict"),
+    "classify-compare": RunKind("classify compare", ("compare",)),
+    "lvlm-build": RunKind("lvlm build", ("lvlm train --model",)),
+    "lvlm-train": RunKind("lvlm train", ("lvlm eval --model", "audit pope run --model", "audit chair run --model")),
+    "verdict": RunKind("annotate verdict", ("compare",)),
+    "compare": RunKind("compare"),
+    "demo": RunKind("demo"),
+}
+
+
+def _plain(value: Any) -> Any:
+    """A value as run.json stores it (paths and other objects as text), so a fresh value compares equal to a read one."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in RUN_KINDS:
+        raise ValueError(f"unknown run kind {kind!r}; add it to annotaudit.core.runs.RUN_KINDS")
+
+
+def describe_inputs(inputs: Mapping[str, str | Path | None] | None, cache_dir: str | Path | None = None) -> dict[str, dict[str, str | None]]:
+    """run.json's `inputs`: each given file or folder by its absolute path and fingerprint (inputs not given are left out).
+
+    `cache_dir` (the run folder, once it exists) keeps the files' hashes for the next run.
+    """
+    return {name: {"path": str(Path(path).resolve()), "fingerprint": fingerprint(path, cache_dir)}
+            for name, path in (inputs or {}).items() if path is not None}
+
+
+def _identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    return {"kind": manifest.get("kind"), "config": manifest.get("config"), "inputs": manifest.get("inputs", {})}
+
+
+def _rerun_hint(manifest: Mapping[str, Any]) -> str:
+    command = manifest.get("command")
+    if isinstance(command, list) and command:
+        return "rerun its command with --force to rewrite it: " + " ".join(["annotaudit", *map(str, command[1:])])
+    return "rerun the command that wrote it with --force to rewrite it"
+
+
+def check_kind(run_dir: str | Path, manifest: Mapping[str, Any], wanted: str | Iterable[str], command: str) -> str:
+    """The folder's kind when `command` reads it; else one line naming the kind found and what reads it."""
+    wanted = (wanted,) if isinstance(wanted, str) else tuple(wanted)
+    where = Path(run_dir) / MANIFEST
+    found = manifest.get("kind")
+    if found is None:
+        raise InputError(f"written before run folders recorded their kind, so `{command}` cannot tell what it holds; {_rerun_hint(manifest)}", path=where)
+    if found not in wanted:
+        known = RUN_KINDS.get(found)
+        read_by = f" (read by {known.readers()})" if known else ""
+        raise InputError(f"a {found!r} run folder{read_by}; `{command}` reads {' or '.join(repr(k) for k in wanted)} run folders", path=where)
+    return str(found)
+
+
+def check_config(out: str | Path, config: dict[str, Any], force: bool = False, *, kind: str,
+                 inputs: dict[str, dict[str, str | None]] | None = None) -> None:
+    """Refuse a folder that holds another run (another kind, configuration or inputs), unless forced (read-only, safe on every process).
+
+    `inputs` is `describe_inputs(...)`: a changed input counts as another run, as a changed option does.
+    """
+    manifest_path = Path(out) / MANIFEST
+    if force or not manifest_path.exists():
         return
-    old = read_json(manifest).get("config")
-    if old != config:
-        old = old if isinstance(old, dict) else {}
-        changed = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-        raise ConfigMismatch(f"{out} holds a run with another configuration (changed: {', '.join(changed)}); "
-                             "use another output directory, or --force to discard the old results")
+    old = read_json(manifest_path)
+    old = old if isinstance(old, dict) else {}
+    new = {"kind": kind, "config": _plain(config), "inputs": inputs or {}}
+    if _identity(old) == new:
+        return
+    if old.get("kind") is None:
+        raise ConfigMismatch(f"{out} holds a run written before run folders recorded their kind; use another output directory, "
+                             "or --force to discard the old results")
+    if old.get("kind") != kind:
+        raise ConfigMismatch(f"{out} holds a {old.get('kind')!r} run, not a {kind!r} run; use another output directory, "
+                             "or --force to discard the old results")
+    changed = [*_changed(old.get("config"), new["config"]), *(f"input {k}" for k in _changed(old.get("inputs"), new["inputs"]))]
+    raise ConfigMismatch(f"{out} holds a run with another configuration (changed: {', '.join(changed)}); "
+                         "use another output directory, or --force to discard the old results")
 
 
-def holds_other_run(out: str | Path, config: dict[str, Any]) -> bool:
-    """Whether a folder holds a run made with another configuration (which --force discards); read-only."""
+def _changed(old: Any, new: dict[str, Any]) -> list[str]:
+    old = old if isinstance(old, dict) else {}
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def holds_other_run(out: str | Path, config: dict[str, Any], *, kind: str, inputs: dict[str, dict[str, str | None]] | None = None) -> bool:
+    """Whether a folder holds another run (which --force discards); read-only. `inputs` as `describe_inputs` gives them."""
     manifest = Path(out) / MANIFEST
-    return manifest.exists() and read_json(manifest).get("config") != json.loads(json.dumps(config, default=str))
+    if not manifest.exists():
+        return False
+    old = read_json(manifest)
+    return _identity(old if isinstance(old, dict) else {}) != {"kind": kind, "config": _plain(config), "inputs": inputs or {}}
 
 
-def fingerprint(path: str | Path | None) -> str | None:
-    """What a run depends on in an input: a file's SHA-256, or a folder's file names and sizes."""
+def fingerprint(path: str | Path | None, cache_dir: str | Path | None = None) -> str | None:
+    """What a run depends on in an input: the SHA-256 of a file's bytes, or of a folder's file names and bytes.
+
+    Every file is read in full the first time, images and the files found inside a --data folder
+    included, so an edit that keeps a file's size is seen. With `cache_dir` (the run folder: RunDir
+    passes its own) each file's hash is kept there in `.fingerprints.json` by path, size, mtime and
+    ctime, so a rerun reads only the files that changed and costs one stat for each other file; a
+    folder's files under `cache_dir` itself are left out. None for no path, or one that does not
+    exist (a hub id).
+    """
     if path is None:
         return None
     path = Path(path)
-    digest = hashlib.sha256()
+    if not path.exists():
+        return None
+    cache = DigestCache(cache_dir)
     if path.is_file():
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-        return "sha256:" + digest.hexdigest()
-    if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            digest.update(f"{f.relative_to(path)}\0{f.stat().st_size}\n".encode())
-        return "files:" + digest.hexdigest()
-    return None
+        found = "sha256:" + cache.digest(path)
+    else:
+        digest = hashlib.sha256()
+        seen = set()
+        for name, st in folder_files(path, skip=cache_dir):
+            digest.update(f"{name}\0{cache.digest(path / name, st)}\n".encode())
+            seen.add(os.path.abspath(path / name))
+        cache.forget_under(path, seen)
+        found = "sha256-files:" + digest.hexdigest()
+    cache.save()
+    return found
 
 
 LOCK = ".lock"
@@ -161,51 +266,75 @@ class RunLock:
 
 
 class RunDir:
-    """An output directory with a manifest; refuses to mix results of different configurations.
+    """A run folder with its manifest, run.json; refuses to mix the results of different runs.
 
-    Constructing it takes the folder's lock and checks the configuration; `start()` (called at once
-    unless `start=False`) clears forced-out results and writes the manifest. A command that loads
-    a model first defers `start()`, so a typo in the model name leaves no manifest behind.
+    A command that writes a run folder makes one, runs, then calls `finish()`:
+
+        run = RunDir(out, {"epsilon": 0.15, "seed": 0}, kind="verdict",
+                     inputs={"humans": humans_path, "llm": llm_run_dir}, items=len(items), force=force,
+                     outputs=["metrics.json", "report.md", "report.html"])
+        ...  # write the results into run.path
+        run.finish(seconds_scoring=1.2)
+
+    run.json then holds, in this order:
+
+        kind      one of RUN_KINDS (add a line there for a new kind)
+        config    the options that decide the results (progress and logging options stay out)
+        inputs    {name: {path, fingerprint}} of each file or folder the results depend on (None paths left out)
+        items     how many items the run is meant to produce (None when not known up front)
+        seed, versions, git_commit, command, host, created, sessions (one entry per finish())
+
+    A folder that holds a run of another kind, configuration or inputs is refused (ConfigMismatch)
+    unless `force`, which deletes `outputs` and the manifest when `start()` runs. Constructing a
+    RunDir takes the folder's lock and checks the folder; `start()` (called at once unless
+    `start=False`) clears forced-out results and writes the manifest. A command that loads a model
+    first defers `start()`, so a typo in the model name leaves no manifest behind.
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any], force: bool = False, outputs: Iterable[str] = (), start: bool = True):
+    def __init__(self, path: str | Path, config: dict[str, Any], *, kind: str, inputs: Mapping[str, str | Path | None] | None = None,
+                 items: int | None = None, force: bool = False, outputs: Iterable[str] = (), start: bool = True):
+        _check_kind(kind)
         self.path = Path(path)
-        self.config = json.loads(json.dumps(config, default=str))
+        self.kind, self.config, self.items = kind, _plain(config), items
         self.started = time.time()
         self.outputs = list(outputs)
         self.lock = RunLock(self.path)
-        check_config(self.path, self.config, force)
+        self.inputs = describe_inputs(inputs, self.path)
+        check_config(self.path, self.config, force, kind=kind, inputs=self.inputs)
         self.manifest: dict[str, Any] = {}
         if start:
             self.start()
 
+    def holds_other_run(self) -> bool:
+        """Whether the folder holds another run, which `start()` will discard (only reachable with force)."""
+        return holds_other_run(self.path, self.config, kind=self.kind, inputs=self.inputs)
+
     def start(self) -> None:
         manifest_path = self.path / MANIFEST
-        self.manifest = read_json(manifest_path) if manifest_path.exists() else {}
-        if self.manifest and self.manifest.get("config") != self.config:  # forced: the old results go
+        old = read_json(manifest_path) if manifest_path.exists() else {}
+        if old and self.holds_other_run():  # forced: the old results go
             for name in self.outputs + [MANIFEST]:
                 target = self.path / name
                 if target.is_dir():
                     shutil.rmtree(target)
                 elif target.exists():
                     target.unlink()
-            self.manifest = {}
-        self.manifest.update(
-            config=self.config,
-            seed=self.config.get("seed"),
-            versions=package_versions(),
-            git_commit=git_commit(),
-            command=sys.argv,
-            host=platform.node(),
-        )
-        self.manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
-        self.manifest.setdefault("sessions", [])
+            old = {}
+        self.manifest = {
+            "kind": self.kind, "config": self.config, "inputs": self.inputs, "items": self.items, "seed": self.config.get("seed"),
+            "versions": package_versions(), "git_commit": git_commit(), "command": sys.argv, "host": platform.node(),
+            "created": old.get("created", time.strftime("%Y-%m-%dT%H:%M:%S")), "sessions": old.get("sessions", []),
+        }
+        self.manifest.update({k: v for k, v in old.items() if k not in self.manifest})  # facts earlier sessions recorded
         write_json(manifest_path, self.manifest)
 
     def finish(self, **extra: Any) -> None:
-        """Record this session's timing and any extra facts (throughput, counts) in the manifest."""
+        """Record this session's timing and any extra facts (throughput, counts) in the manifest; the layout's own keys stay as they are."""
         elapsed = time.time() - self.started
         self.manifest["sessions"].append({"ended": time.strftime("%Y-%m-%dT%H:%M:%S"), "seconds": round(elapsed, 3), **extra})
+        clashes = sorted(set(extra) & set(LAYOUT))
+        if clashes:
+            raise ValueError(f"finish() facts may not replace run.json's own keys: {', '.join(clashes)}")
         self.manifest.update(extra)
         write_json(self.path / MANIFEST, self.manifest)
         self.lock.release()

@@ -344,7 +344,7 @@ def mmbt(world: shapes.World, runs: list[Path], models_dir: Path, out: Path, cfg
     result = compare(task, splits, runs, 1, tc, out / "classify", data=str(world.memes), force=True)
     text_only = [[replace(ex, image=None) for ex in split] for split in splits]
     result["text_only"] = train_classifier(task, *text_only, tc, out / "classify_text_only", force=True,
-                                           extra_config={"labels": "human", "inputs": "text only"})
+                                           extra_config={"labels": "human", "modalities": "text only"})
     result["matching"] = {"dev_auroc": matching.get("auroc")}
     return result
 
@@ -370,7 +370,7 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
     if seed is not None:
         cfg = replace(cfg, seed=seed)
     out = Path(out)
-    run = RunDir(out, {"demo": asdict(cfg), "quick": quick}, force=True, outputs=[])
+    run = RunDir(out, {"demo": asdict(cfg), "quick": quick}, kind="demo", force=True, outputs=[])
     times: dict[str, float] = {}
     t = time.time()
 
@@ -391,7 +391,7 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
     before = audit(untrained, world, questions, out / "audit_before", cfg)
     lap("audit_before")
     _step("4/7 training: stage 1 (projector) and stage 2 (projector + LLM)")
-    from annotaudit.lvlm import train
+    from annotaudit.lvlm.train import train
 
     stage1 = train(untrained, world.pretrain["both"], world.images, out / "models" / "lvlm_stage1", "pretrain", lr=cfg.lr_pretrain,
                    epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=cfg.seed, force=True, cache_images=True)

@@ -1,14 +1,26 @@
-"""Build, train and evaluate LLaVA-NeXT LVLMs from any causal LLM (the Italian recipe)."""
+"""Build, train and evaluate LLaVA-NeXT LVLMs from any causal LLM (the Italian recipe).
+
+Nothing heavy loads with the package: `compare` reads `lvlm eval` folders without torch. The
+functions load on first use, under names unlike their submodules' (`train_lvlm`, not `train`),
+because importing the submodule `lvlm.train` would replace a package attribute of that name.
+"""
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
+from typing import Any
 
-# Imported eagerly: a lazy wrapper named like its submodule (train, evaluate) is replaced by the
-# submodule itself as soon as anything imports lvlm.train or lvlm.evaluate.
-from .build import build_lvlm
-from .evaluate import evaluate
-from .train import train
+# public name -> (submodule, function)
+LAZY = {"build_lvlm": ("build", "build_lvlm"), "train_lvlm": ("train", "train"), "evaluate_lvlm": ("evaluate", "evaluate"),
+        "rescore_lvlm": ("evaluate", "rescore_eval")}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = LAZY[name]
+    return getattr(import_module(f"{__name__}.{module}"), attribute)
 
 
 def register_lvlm(name: str, path: str | Path, description: str = ""):
@@ -20,4 +32,4 @@ def register_lvlm(name: str, path: str | Path, description: str = ""):
     return register(ModelEntry(**{**entry.to_dict(), "description": description or f"LVLM trained with annotaudit lvlm ({path})", "source": "lvlm"}))
 
 
-__all__ = ["build_lvlm", "train", "evaluate", "register_lvlm"]
+__all__ = ["build_lvlm", "train_lvlm", "evaluate_lvlm", "rescore_lvlm", "register_lvlm"]

@@ -20,7 +20,6 @@ from annotaudit.core.io import read_records, safe_path
 from annotaudit.core.metrics import Arrays, MetricSpec, flags, item_arrays, ratio, values
 from annotaudit.core.report import Report
 from annotaudit.core.runner import Sample, make_record, rescore_run, run_config, run_samples
-from annotaudit.core.runs import fingerprint
 
 from .formatting import approx_match, exact_match, format_prompt, parse_formattings
 
@@ -229,7 +228,7 @@ def evaluate(model: str | Path, task: str, images_dir: str | Path | None, out: s
         raise InputError(f"--limit must be at least 1 (got {limit})")
     items = load_task(task, data)[:limit]
     config = {"model": str(model), "task": task, "data": str(data) if data else None, "task_file": str(path),
-              "task_fingerprint": fingerprint(path), "images": str(images_dir) if images_dir else None,
+              "images": str(images_dir) if images_dir else None,
               "formattings": formattings, "max_new_tokens": max_new_tokens, "limit": limit, "decoding": "greedy",
               **engine_config(engine)}
     images = {item["id"]: item["image"] for item in items}
@@ -262,16 +261,15 @@ def evaluate(model: str | Path, task: str, images_dir: str | Path | None, out: s
 
         return answer
 
-    return run_samples(out, config, samples(items, formattings), solver, _metric(config), report=_report_fn(config),
+    return run_samples(out, config, samples(items, formattings), solver, _metric(config), kind="vqa",
+                       inputs={"task": path, "images": images_dir}, report=_report_fn(config),
                        batch_size=max(1, batch_size // len(formattings)), description=f"answering ({len(formattings)} formattings)",
                        force=force)
 
 
 def rescore_eval(run_dir: str | Path) -> dict[str, Any]:
     """Score a finished `lvlm eval` folder again from its records (no model): metrics.json and the report are rewritten."""
-    config = run_config(run_dir)
-    if "formattings" not in config:
-        raise InputError("not an lvlm eval run folder (its configuration has no formattings)", path=run_dir)
+    config = run_config(run_dir, "vqa", "annotaudit lvlm score")
     return rescore_run(run_dir, _metric(config), _report_fn(config))
 
 
