@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -296,3 +297,259 @@ def test_an_edited_input_is_refused_like_a_changed_option(tmp_path, tiny, review
         run(cfg, tmp_path / "out", force=False)
     assert run(cfg, tmp_path / "out", force=True)["n"] == N_ITEMS
 
+
+
+# Content fingerprints, full disks, pickle-only folders, nothing stale ------------------------------------------
+
+
+def cli(args: list[str], capsys, monkeypatch) -> tuple[int, str]:
+    """Run the annotaudit CLI in-process as the script does: (exit code, stderr); a traceback fails the test."""
+    from annotaudit.cli.main import _run, app
+
+    monkeypatch.setattr(sys, "argv", ["annotaudit", *args])
+    monkeypatch.setenv("COLUMNS", "400")
+    capsys.readouterr()
+    try:
+        _run(app)
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    return code, err
+
+
+def error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporary files and folders, old checkpoint copies and empty model files under a run folder."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if p.name.endswith((".tmp", ".old")) or (p.is_file() and p.suffix in (".json", ".safetensors") and p.stat().st_size == 0))
+
+
+def disk_full(real, fail_on: int = 1, where: str = ""):
+    """A stand-in for a safetensors writer that fails, as a full disk does, from its `fail_on`-th call writing a path holding `where`."""
+    from safetensors import SafetensorError
+
+    calls = []
+
+    def save(*args, **kwargs):
+        if where in str(args[1] if len(args) > 1 else kwargs.get("filename", "")):
+            calls.append(args)
+            if len(calls) >= fail_on:
+                raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(*args, **kwargs)
+
+    return save
+
+
+def test_fingerprints_read_each_file_once_and_see_an_edit_that_keeps_size_and_mtime(tmp_path, monkeypatch):
+    from annotaudit.core import io as core_io
+    from annotaudit.core.runs import fingerprint
+
+    data = tmp_path / "data"
+    (data / "img").mkdir(parents=True)
+    for i in range(20):
+        (data / "img" / f"{i}.png").write_bytes(bytes([i]) * 300)
+    (data / "train.jsonl").write_text('{"id": "a", "label": 0}\n')
+    time.sleep(2.1)  # older than the timestamp tick a same-tick edit could hide in, so the hashes are kept
+    reads = []
+    real = core_io.sha256_file
+    monkeypatch.setattr(core_io, "sha256_file", lambda p: reads.append(p) or real(p))
+    out = tmp_path / "run"
+    first = fingerprint(data, cache_dir=out)
+    assert len(reads) == 21 and (out / core_io.DIGEST_CACHE).is_file()
+    reads.clear()
+    assert fingerprint(data, cache_dir=out) == first and reads == []  # a rerun: one stat a file, no reads
+    image = data / "img" / "3.png"
+    st = image.stat()
+    with open(image, "r+b") as fh:  # another image of the same name and size, its mtime put back
+        fh.write(b"\xff" * 300)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    edited = fingerprint(data, cache_dir=out)
+    assert edited != first and reads == [str(image)]
+    assert fingerprint(data) == edited  # the cache never changes the answer
+    assert fingerprint(data, cache_dir=data / "inside") == edited  # a run folder inside the data is left out of it
+    assert fingerprint(tmp_path / "hub-id") is None and fingerprint(data / "train.jsonl").startswith("sha256:")
+
+
+def test_an_edited_train_jsonl_or_image_of_the_same_size_is_refused_unless_forced(tmp_path, tiny, capsys, monkeypatch):
+    from test_classifiers import hateful_memes, tiny_flags
+
+    data = hateful_memes(tmp_path / "hm", signal="image", sizes=(8, 4, 4))
+    args = ["classify", "train", "--task", "hateful_memes", "--data", str(data), "--epochs", "1", *tiny_flags(tiny), "--out", str(tmp_path / "out")]
+    assert cli(args, capsys, monkeypatch)[0] == 0
+    train = data / "train.jsonl"
+    text = train.read_text()
+    flipped = text.replace('"label": 0', '"label": 1', 1)
+    assert flipped != text and len(flipped) == len(text)
+    train.write_text(flipped)
+    code, err = cli(args, capsys, monkeypatch)
+    assert code == 2 and "input data" in error_line(err)
+    assert cli([*args, "--force"], capsys, monkeypatch)[0] == 0
+    image = data / "img" / "train_0.png"
+    other = io.BytesIO()
+    Image.new("RGB", (64, 64), "green").save(other, format="PNG")
+    replacement = other.getvalue()
+    assert len(replacement) < image.stat().st_size
+    image.write_bytes(replacement + b"\0" * (image.stat().st_size - len(replacement)))  # PNG readers stop at its end
+    code, err = cli(args, capsys, monkeypatch)
+    assert code == 2 and "input data" in error_line(err)
+    assert cli([*args, "--force"], capsys, monkeypatch)[0] == 0
+
+
+def test_a_full_disk_in_classify_train_is_one_line_and_keeps_the_last_checkpoint(tmp_path, tiny, capsys, monkeypatch):
+    import safetensors.torch
+    from test_classifiers import hateful_memes, tiny_flags
+
+    from annotaudit.classifiers import mmbt
+
+    data = hateful_memes(tmp_path / "hm", signal="image", sizes=(8, 4, 4))
+    out = tmp_path / "out"
+    args = ["classify", "train", "--task", "hateful_memes", "--data", str(data), "--epochs", "3", "--patience", "3", *tiny_flags(tiny), "--out", str(out)]
+    with monkeypatch.context() as patch:  # before anything is saved: the model's weights
+        patch.setattr(mmbt, "save_model", disk_full(mmbt.save_model))
+        code, err = cli(args, capsys, monkeypatch)
+    line = error_line(err)
+    assert code == 2 and "no space left on device" in line.lower() and f"{out / 'model.tmp' / 'model.safetensors'}" in line
+    assert leftovers(out) == [] and not (out / "model").exists()
+    with monkeypatch.context() as patch:  # mid-run: the second checkpoint
+        patch.setattr(safetensors.torch, "save_file", disk_full(safetensors.torch.save_file, fail_on=2, where="checkpoint.tmp"))
+        code, err = cli(args, capsys, monkeypatch)
+    line = error_line(err)
+    assert code == 2 and "no space left on device" in line.lower() and "checkpoint" in line
+    assert leftovers(out) == [] and json.loads((out / "checkpoint" / "state.json").read_text())["trainer"]["epoch"] == 1
+    assert cli(args, capsys, monkeypatch)[0] == 0  # space again: resumed after epoch 1
+    assert [h["epoch"] for h in _records(out / "history.jsonl")] == [1, 2, 3] and leftovers(out) == []
+
+
+def test_a_full_disk_in_lvlm_train_is_one_line_and_keeps_the_last_checkpoint(tmp_path, lvlm, capsys, monkeypatch):
+    import transformers.modeling_utils
+
+    built, task = lvlm
+    out = tmp_path / "out"
+    args = ["lvlm", "train", "--model", str(built), "--data", str(task / "train.json"), "--images", str(task / "images"), "--stage", "pretrain",
+            "--epochs", "1", "--batch-size", "2", "--save-every", "1", "--out", str(out)]
+    with monkeypatch.context() as patch:  # the first checkpoint
+        patch.setattr(transformers.modeling_utils, "safe_save_file", disk_full(transformers.modeling_utils.safe_save_file))
+        code, err = cli(args, capsys, monkeypatch)
+    line = error_line(err)
+    assert code == 2 and "no space left on device" in line.lower() and "step-1" in line
+    assert leftovers(out) == [] and not (out / "checkpoints" / "step-1").exists()
+    with monkeypatch.context() as patch:  # mid-run: the resume state of the third
+        import safetensors.torch
+
+        patch.setattr(safetensors.torch, "save_file", disk_full(safetensors.torch.save_file, fail_on=3, where="state.safetensors"))
+        code, err = cli(args, capsys, monkeypatch)
+    line = error_line(err)
+    assert code == 2 and "no space left on device" in line.lower() and "step-3" in line and "state.safetensors" in line
+    assert leftovers(out) == [] and (out / "checkpoints" / "step-2" / "train_state" / "progress.json").is_file()
+    assert cli(args, capsys, monkeypatch)[0] == 0
+    assert [r["step"] for r in _records(out / "train_log.jsonl")] == [1, 2, 3, 4] and leftovers(out) == []
+
+
+def _die_in_a_swap(module: str, at: int) -> str:
+    """Python that runs the CLI and kills itself (SIGKILL) in its `at`-th checkpoint swap, the old copy moved aside and the new not yet in place."""
+    return (
+        "import os, signal, sys\n"
+        "import annotaudit.core.checkpoint as ck\n"
+        f"import {module} as target\n"
+        "real, calls = ck.swap_in, []\n"
+        "def swap(tmp, folder):\n"
+        "    calls.append(folder)\n"
+        f"    if len(calls) == {at}:\n"
+        "        if folder.exists():\n"
+        "            folder.rename(ck.beside(folder, 'old'))\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return real(tmp, folder)\n"
+        "ck.swap_in = target.swap_in = swap\n"
+        "from annotaudit.cli.main import main\n"
+        "sys.argv = ['annotaudit', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+
+
+def _plant_stale_temps(out: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    for name in ("run.json", "report.html", "metrics.json"):
+        (out / f".{name}.{dead.pid}.tmp").write_text("half")
+
+
+def test_killed_in_a_checkpoint_swap_a_rerun_leaves_no_tmp_or_old_file(tmp_path, tiny, lvlm):
+    from test_classifiers import hateful_memes, tiny_flags
+
+    data = hateful_memes(tmp_path / "hm", signal="image", sizes=(8, 4, 4))
+    out = tmp_path / "classify"
+    args = ["classify", "train", "--task", "hateful_memes", "--data", str(data), "--epochs", "2", "--patience", "2", *tiny_flags(tiny), "--out", str(out)]
+    killed = subprocess.run([sys.executable, "-c", _die_in_a_swap("annotaudit.core.checkpoint", 3), *args], env=ENV, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL and any(p.name.endswith(".tmp") for p in out.iterdir())
+    _plant_stale_temps(out)
+    done = subprocess.run([str(BIN / "annotaudit"), *args], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert leftovers(out) == [] and [h["epoch"] for h in _records(out / "history.jsonl")] == [1, 2]
+
+    built, task = lvlm
+    out = tmp_path / "lvlm"
+    args = ["lvlm", "train", "--model", str(built), "--data", str(task / "train.json"), "--images", str(task / "images"), "--stage", "pretrain",
+            "--batch-size", "2", "--save-every", "1", "--out", str(out)]
+    killed = subprocess.run([sys.executable, "-c", _die_in_a_swap("annotaudit.lvlm.train", 4), *args], env=ENV, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL and (out / "checkpoints" / "step-2.tmp").is_dir()
+    _plant_stale_temps(out)
+    done = subprocess.run([str(BIN / "annotaudit"), *args], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert leftovers(out) == [] and [r["step"] for r in _records(out / "train_log.jsonl")] == [1, 2, 3, 4]
+
+
+def test_a_deleted_resume_state_is_said_to_be_missing(tmp_path, lvlm):
+    built, task = lvlm
+    out = tmp_path / "out"
+    kw = dict(lr=3e-3, epochs=1, batch_size=2, save_every=1)
+    train(built, task / "train.json", task / "images", out, "pretrain", max_steps=2, **kw)
+    import shutil
+
+    shutil.rmtree(out / "checkpoints" / "step-2" / "train_state" / "process-0")
+    with pytest.raises(InputError, match="resume state is missing") as err:
+        train(built, task / "train.json", task / "images", out, "pretrain", **kw)
+    assert "process-0" in str(err.value) and "another number of processes" not in str(err.value)
+
+
+def _pickled(source: Path, dest: Path) -> Path:
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    shutil.copytree(source, dest)
+    torch.save(load_file(str(dest / "model.safetensors")), dest / "pytorch_model.bin")
+    (dest / "model.safetensors").unlink()
+    return dest
+
+
+def test_allow_pickle_loads_pickle_only_folders_in_classify_train_lvlm_build_and_lvlm_train(tmp_path, tiny, lvlm, capsys, monkeypatch):
+    from test_classifiers import hateful_memes, tiny_flags
+
+    data = hateful_memes(tmp_path / "hm", signal="image", sizes=(8, 4, 4))
+    flags = tiny_flags(tiny)
+    flags[flags.index("--text-encoder") + 1] = str(_pickled(tiny("bert"), tmp_path / "bert"))
+    args = ["classify", "train", "--task", "hateful_memes", "--data", str(data), "--epochs", "1", *flags, "--out", str(tmp_path / "cls")]
+    code, err = cli(args, capsys, monkeypatch)
+    assert code == 2 and "--allow-pickle" in error_line(err)
+    assert cli([*args, "--allow-pickle"], capsys, monkeypatch)[0] == 0
+    assert (tmp_path / "cls" / "model" / "model.safetensors").is_file()
+
+    vision, llm = _pickled(tiny("clip-vision"), tmp_path / "clip"), _pickled(tiny("mistral"), tmp_path / "mistral")
+    with pytest.raises(InputError, match="pickle"):
+        build_lvlm(vision, llm, tmp_path / "built")
+    built = build_lvlm(vision, llm, tmp_path / "built", allow_pickle=True)
+    assert (built / "model.safetensors").is_file() and not (built / "model.tmp").exists()
+    _, task = lvlm
+    pickled_built = _pickled(built, tmp_path / "built-pickled")
+    with pytest.raises(InputError, match="pickle"):
+        train(pickled_built, task / "train.json", task / "images", tmp_path / "trained", "pretrain", max_steps=1)
+    trained = train(pickled_built, task / "train.json", task / "images", tmp_path / "trained", "pretrain", max_steps=1, save_every=1, allow_pickle=True)
+    assert (trained / "checkpoints" / "step-1" / "model.safetensors").is_file()

@@ -20,6 +20,7 @@ def lvlm_build_command(
     pinpoints: str = typer.Option(None, help="anyres grid as HxW pairs, e.g. 336x672,672x336,672x672,1008x336,336x1008 (default: these, scaled to the tower)."),
     dtype: str = typer.Option("auto", help="Weights dtype: auto (the LLM's), float32, bfloat16."),
     force: bool = typer.Option(False, help="Overwrite a folder that holds another build or run."),
+    allow_pickle: bool = ALLOW_PICKLE,
 ) -> None:
     """Compose a LlavaNextForConditionalGeneration from a CLIP tower and an LLM (run.json beside it records the inputs).
 
@@ -27,7 +28,7 @@ def lvlm_build_command(
     """
     from annotaudit.lvlm.build import build_lvlm, parse_pinpoints
 
-    path = build_lvlm(vision, llm, out, template=template, pinpoints=parse_pinpoints(pinpoints), dtype=dtype, force=force)
+    path = build_lvlm(vision, llm, out, template=template, pinpoints=parse_pinpoints(pinpoints), dtype=dtype, force=force, allow_pickle=allow_pickle)
     typer.echo(f"wrote {path}")
 
 
@@ -54,6 +55,7 @@ def lvlm_train_command(
     group_by_length: bool = typer.Option(False, "--group-by-length", help="Batch samples of similar length (less padding)."),
     cache_images: bool = typer.Option(False, "--cache-images", help="Keep each image's tensors in memory after first use (small image sets, several epochs)."),
     force: bool = FORCE,
+    allow_pickle: bool = ALLOW_PICKLE,
 ) -> None:
     """Train one stage; rerun the same command to resume. Works under `accelerate launch`.
 
@@ -66,7 +68,7 @@ def lvlm_train_command(
     path = train(model, data, images, out, stage, lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lora=lora,
                      tune_vision=tune_vision, seed=seed, vision_lr=vision_lr, gradient_checkpointing=gradient_checkpointing,
                      precision=precision, max_length=max_length, save_every=save_every, force=force,
-                     num_workers=num_workers, group_by_length=group_by_length, cache_images=cache_images)
+                     num_workers=num_workers, group_by_length=group_by_length, cache_images=cache_images, allow_pickle=allow_pickle)
     typer.echo(f"trained model in {path}; loss curve in {path / 'report.html'}")
 
 

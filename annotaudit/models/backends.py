@@ -11,11 +11,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from annotaudit.core.errors import InputError
-
 from . import gguf_cache
 from .base import Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
-from .registry import local_folder
+from .registry import loading
 from .templates import render_builtin, render_own
 
 BACKENDS: dict[str, type[HFModel]] = {}
@@ -53,10 +51,6 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
-def _pickle_only(folder: Path) -> bool:
-    return folder.is_dir() and any(folder.glob("*.bin")) and not any(folder.glob("*.safetensors"))
-
-
 def _image_key(image: Any) -> Any:
     return str(image) if not hasattr(image, "size") else id(image)
 
@@ -81,17 +75,9 @@ class HFModel(LoadedModel):
     # loading -------------------------------------------------------------------------------
 
     def _load_checked(self) -> tuple[Any, Any]:
-        """Load, turning a missing folder or pickle-only weights into one clear line."""
-        where = local_folder(self.entry.checkpoint)
-        if where is not None and not where.exists():
-            raise InputError("model folder not found", path=where)
-        try:
+        """Load, turning a missing folder, pickle-only weights or a failed load into one clear line."""
+        with loading(self.entry.checkpoint, allow_pickle=self.entry.allow_pickle, needs_config=not self.entry.gguf_file):
             return self._load()
-        except OSError as exc:
-            if not self.entry.allow_pickle and where is not None and _pickle_only(where):
-                raise InputError("holds only pickle weights (pytorch_model.bin), which can run code when loaded; "
-                                 "convert them to safetensors, or pass --allow-pickle if you trust this checkpoint", path=where) from None
-            raise InputError(f"cannot load model {self.entry.name!r}: {str(exc).splitlines()[0]}", path=self.entry.checkpoint) from None
 
     def _load_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"dtype": self.dtype, "trust_remote_code": self.trust_remote_code}
