@@ -1098,6 +1098,176 @@ def _(w):
     return Case(["models", "list", "--backend", "no-such-backend"], ["no-such-backend"])
 
 
+# Model and encoder folders: missing, pickle-only, a pickle --allow-pickle cannot load safely, a full disk -----
+
+
+def pickle_only(w, kind: str, payload: bool = False) -> Path:
+    """A copy of a tiny model whose weights are pytorch_model.bin (a pickle); with `payload`, one that runs a command when unpickled."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = w.p(f"pickled-{kind}")
+    shutil.copytree(w.tiny(kind), folder)
+    weights = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    torch.save({**weights, **({"extra": Payload(str(w.p("pwned")))} if payload else {})}, folder / "pytorch_model.bin")
+    return folder
+
+
+class Payload:
+    """What a hostile pickle holds: unpickling it runs `touch`."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+PICKLE_WORDS = ["pytorch_model.bin", "pickle", "--allow-pickle"]
+
+
+@case("classify-train/missing-text-encoder-folder")
+def _(w):
+    args = w.classify(w.splits())
+    args[args.index("--text-encoder") + 1] = str(w.p("models/no-bert"))
+    return Case(args, ["no-bert", "--text-encoder", "not found"])
+
+
+@case("classify-train/missing-image-encoder-folder")
+def _(w):
+    write(w.p("cls/a.jpg"), jpeg_bytes())
+    args = w.classify(w.splits(image="a.jpg"))
+    args[args.index("--image-encoder") + 1] = str(w.p("models/no-resnet"))
+    return Case(args, ["no-resnet", "--image-encoder", "not found"])
+
+
+@case("classify-train/pickle-only-text-encoder")
+def _(w):
+    args = w.classify(w.splits())
+    args[args.index("--text-encoder") + 1] = str(pickle_only(w, "bert"))
+    return Case(args, ["pickled-bert", "--text-encoder", *PICKLE_WORDS])
+
+
+@case("classify-train/pickle-only-image-encoder")
+def _(w):
+    write(w.p("cls/a.jpg"), jpeg_bytes())
+    args = w.classify(w.splits(image="a.jpg"))
+    args[args.index("--image-encoder") + 1] = str(pickle_only(w, "resnet"))
+    return Case(args, ["pickled-resnet", "--image-encoder", *PICKLE_WORDS])
+
+
+@case("classify-train/allow-pickle-on-a-pickle-that-runs-code")
+def _(w):
+    args = w.classify(w.splits(), "--allow-pickle")
+    args[args.index("--text-encoder") + 1] = str(pickle_only(w, "bert", payload=True))
+
+    def nothing_ran() -> None:
+        assert not w.p("pwned").exists()
+
+    return Case(args, ["pickled-bert", "--allow-pickle", "weights_only"], extra=nothing_ran)
+
+
+@case("classify-compare/pickle-only-text-encoder")
+def _(w):
+    write(w.p("llm/records.jsonl"), _records(["r0", "r1", "r2", "r3"]))
+    return Case(["classify", "compare", "--task", str(w.task()), "--data", str(w.splits()), "--runs", str(w.p("llm")), "--out", str(w.p("out")),
+                 "--seeds", "1", "--epochs", "1", "--cpu", "--text-encoder", str(pickle_only(w, "bert"))], ["pickled-bert", *PICKLE_WORDS])
+
+
+@case("classify-predict/pickle-instead-of-safetensors")
+def _(w):
+    folder = w.classifier().parent
+    write(folder / "pytorch_model.bin", b"not read")
+    return Case(["classify", "predict", "--model", str(folder.parent), "--data", str(write(w.p("new.jsonl"), jsonl(reviews()))),
+                 "--out", str(w.p("out"))], ["pytorch_model.bin", "pickle"])
+
+
+@case("lvlm-train/missing-model-folder")
+def _(w):
+    args = w.lvlm_train(w.conversations())
+    args[args.index("--model") + 1] = str(w.p("models/no-llava"))
+    return Case(args, ["no-llava", "--model", "not found"])
+
+
+@case("lvlm-train/pickle-only-model")
+def _(w):
+    args = w.lvlm_train(w.conversations())
+    args[args.index("--model") + 1] = str(pickle_only(w, "llava_next"))
+    return Case(args, ["pickled-llava_next", "--model", *PICKLE_WORDS])
+
+
+@case("lvlm-train/allow-pickle-on-a-pickle-that-runs-code")
+def _(w):
+    args = w.lvlm_train(w.conversations(), "--allow-pickle")
+    args[args.index("--model") + 1] = str(pickle_only(w, "llava_next", payload=True))
+
+    def nothing_ran() -> None:
+        assert not w.p("pwned").exists()
+
+    return Case(args, ["pickled-llava_next", "weights_only"], extra=nothing_ran)
+
+
+@case("lvlm-build/pickle-only-llm")
+def _(w):
+    return Case(["lvlm", "build", "--vision", str(w.tiny("clip-vision")), "--llm", str(pickle_only(w, "mistral")), "--out", str(w.p("built"))],
+                ["pickled-mistral", "--llm", *PICKLE_WORDS])
+
+
+@case("lvlm-build/pickle-only-vision")
+def _(w):
+    return Case(["lvlm", "build", "--vision", str(pickle_only(w, "clip-vision")), "--llm", str(w.tiny("mistral")), "--out", str(w.p("built"))],
+                ["pickled-clip-vision", "--vision", *PICKLE_WORDS])
+
+
+@case("lvlm-eval/pickle-only-model")
+def _(w):
+    return Case(w.lvlm_eval(w.vqa(), model=f"hf:{pickle_only(w, 'llava_next')}"), ["pickled-llava_next", *PICKLE_WORDS])
+
+
+@case("pope-run/pickle-only-model")
+def _(w):
+    return Case(w.pope_run(w.pope_questions(), model=f"hf:{pickle_only(w, 'llava_next')}"), ["pickled-llava_next", *PICKLE_WORDS])
+
+
+@case("chair-run/pickle-only-model")
+def _(w):
+    w.chair_images()
+    return Case(w.chair_run(model=f"hf:{pickle_only(w, 'llava_next')}"), ["pickled-llava_next", *PICKLE_WORDS])
+
+
+@case("annotate-run/allow-pickle-on-a-pickle-that-runs-code")
+def _(w):
+    data = write(w.p("data.jsonl"), jsonl(reviews()))
+
+    def nothing_ran() -> None:
+        assert not w.p("pwned").exists()
+
+    return Case(w.annotate(data, "--allow-pickle", model=f"hf:{pickle_only(w, 'llama', payload=True)}"), ["pickled-llama", "weights_only"],
+                extra=nothing_ran)
+
+
+def _no_partial_files(out: Path):
+    def check() -> None:
+        left = [str(p.relative_to(out)) for p in out.rglob("*")
+                if p.name.endswith((".tmp", ".old")) or (p.is_file() and p.stat().st_size == 0 and p.suffix != ".jsonl" and p.name != ".lock")]
+        assert not left, f"left behind: {left}"
+
+    return check
+
+
+@case("classify-train/disk-full", mounts=True)
+def _(w):
+    args = w.classify(w.splits())
+    return Case(args, ["no space left", "model"], extra=lambda: _no_partial_files(Path(args[args.index("--out") + 1]))())
+
+
+@case("lvlm-train/disk-full", mounts=True)
+def _(w):
+    args = w.lvlm_train(w.conversations())
+    return Case(args, ["no space left", "step-"], extra=lambda: _no_partial_files(Path(args[args.index("--out") + 1]))())
+
+
 # The runner ------------------------------------------------------------------------------------------
 
 

@@ -52,6 +52,7 @@ def compare(task: Task, splits: tuple[list[Example], list[Example], list[Example
         arms.append((llm.name, _slug(llm.name, taken), examples, counts))
     config = {"task": task.name, "data": str(data), "runs": [str(r) for r in runs], "seeds": seeds, "noanswer": noanswer, **asdict(cfg)}
     config.pop("cpu")
+    config.pop("allow_pickle")
     inputs = {"data": data or None, **{f"labels_{k}": llm.path for k, llm in enumerate(llms, 1)}}
     run = RunDir(out, config, kind="classify-compare", inputs=inputs, items=len(arms) * seeds, force=force,
                  outputs=[METRICS, *REPORT_FILES] + [slug for _, slug, _, _ in arms])

@@ -9,7 +9,6 @@ run follows the same path as one that was never stopped.
 from __future__ import annotations
 
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model
 
 from annotaudit.annotate.tasks import Task
+from annotaudit.core.checkpoint import load_state, recover, save_state
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
 from annotaudit.core.report import Report
@@ -32,7 +32,7 @@ from .metrics import decide, target_array, task_metrics
 from .mmbt import MMBT, WEIGHTS_FILE, MMBTConfig, SequenceBuilder, load_encoders, save_classifier, uses_segments
 
 HISTORY = "history.jsonl"
-OUTPUTS = ["model", "checkpoint", "checkpoint.old", HISTORY, METRICS, RECORDS, *REPORT_FILES]
+OUTPUTS = ["model", "model.tmp", "model.old", "checkpoint", "checkpoint.tmp", "checkpoint.old", HISTORY, METRICS, RECORDS, *REPORT_FILES]
 
 
 @dataclass
@@ -53,6 +53,7 @@ class ClassifierTrainConfig:
     freeze_image_epochs: int = 1
     seed: int = 0
     cpu: bool = False
+    allow_pickle: bool = False  # load encoders that have only pickle weights (the user's explicit opt-in)
 
 
 class Batcher:
@@ -125,44 +126,21 @@ def predict_probs(model: MMBT, batcher: Batcher, examples: list[Example], batch_
 
 
 def save_checkpoint(folder: Path, model: MMBT, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]) -> None:
-    """Everything to resume, as safetensors plus JSON; swapped in whole so a kill leaves one intact copy."""
-    tmp, old = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_model(model, str(tmp / WEIGHTS_FILE))
-    opt = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for pid, st in opt["state"].items():
-        for key, value in st.items():
-            if torch.is_tensor(value):
-                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{pid}.{key}"] = value
-    save_file(tensors, str(tmp / "optimizer.safetensors"))
-    meta = {"param_groups": opt["param_groups"], "optimizer_scalars": scalars, "scheduler": scheduler.state_dict(), "trainer": state}
-    write_json(tmp / "state.json", meta)
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    """Everything to resume (weights, optimizer, scheduler, RNG states), as safetensors plus JSON, written whole."""
+    save_state(folder, optimizer, scheduler, state, model.state_dict())
 
 
 def load_checkpoint(folder: Path, model: MMBT, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any] | None:
     """Restore the last checkpoint into model, optimizer and scheduler; the trainer state, or None."""
-    old = folder.with_name(folder.name + ".old")
-    folder = folder if (folder / "state.json").is_file() else old
-    if not (folder / "state.json").is_file():
+    restored = load_state(folder, optimizer, scheduler)
+    if restored is None:
         return None
-    meta = read_json(folder / "state.json")
-    load_model(model, str(folder / WEIGHTS_FILE))
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in {**load_file(str(folder / "optimizer.safetensors")), **meta["optimizer_scalars"]}.items():
-        pid, name = key.split(".", 1)
-        state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    scheduler.load_state_dict(meta["scheduler"])
-    return meta["trainer"]
+    trainer, params = restored
+    missing, unexpected = model.load_state_dict(params, strict=False)
+    if missing or unexpected:
+        raise InputError(f"the checkpoint holds other weights than this model has (missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                         "--force starts the run over", path=folder)
+    return trainer
 
 
 # training ----------------------------------------------------------------------------------
@@ -199,13 +177,16 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
     out = Path(out)
     config = {"task": task.name, **asdict(cfg), **(extra_config or {})}
     config.pop("cpu")
+    config.pop("allow_pickle")
     run = RunDir(out, config, kind="classify", inputs=inputs, items=len(test), force=force, outputs=OUTPUTS, start=False)
+    for folder in ("model", "checkpoint"):  # a swap a kill interrupted: the intact copy goes back in place
+        recover(out / folder)
     if (out / METRICS).is_file() and not run.holds_other_run():
         return read_json(out / METRICS)
     accelerator = Accelerator(cpu=cfg.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(cfg.seed)
     has_images = any(ex.image is not None for ex in train + dev + test)
-    text_model, tokenizer, image_model, processor = load_encoders(cfg.text_encoder, cfg.image_encoder if has_images else None)
+    text_model, tokenizer, image_model, processor = load_encoders(cfg.text_encoder, cfg.image_encoder if has_images else None, cfg.allow_pickle)
     mcfg = MMBTConfig(list(task.classes), task.classes_multi_label, cfg.num_image_embeds, cfg.max_length, task=task.name,
                       text_encoder=cfg.text_encoder, image_encoder=cfg.image_encoder if has_images else None)
     model = MMBT(text_model, image_model, mcfg)

@@ -16,9 +16,10 @@ from transformers import (
     LlavaNextProcessor,
 )
 
+from annotaudit.core.checkpoint import files_written_into
 from annotaudit.core.errors import InputError
 from annotaudit.core.runs import RunDir
-from annotaudit.models.registry import check_model_folder
+from annotaudit.models.registry import check_model_folder, loading
 from annotaudit.models.templates import JINJA_TEMPLATES
 
 IMAGE_TOKEN = "<image>"
@@ -107,24 +108,29 @@ def _check_pinpoints(pinpoints: list[list[int]], image_size: int) -> None:
 
 
 def build_lvlm(vision_path: str | Path, llm_path: str | Path, out: str | Path, template: str = "auto",
-               pinpoints: list[list[int]] | None = None, dtype: str = "auto", force: bool = False) -> Path:
+               pinpoints: list[list[int]] | None = None, dtype: str = "auto", force: bool = False, allow_pickle: bool = False) -> Path:
     """Write a LlavaNextForConditionalGeneration (+ processor) that stock transformers loads as is.
 
     run.json beside the model records the settings and the inputs' fingerprints; a folder holding
     another build (other settings or edited inputs) or a training run is refused unless `force`.
-    The same build again rewrites the model: a build does not resume.
+    The same build again rewrites the model: a build does not resume. `allow_pickle` loads inputs
+    that have only pickle weights (the user's explicit opt-in).
     """
     vision_path, llm_path, out = str(vision_path), str(llm_path), Path(out)
     settings = {"vision": vision_path, "llm": llm_path, "template": template, "pinpoints": pinpoints, "dtype": dtype}
-    check_model_folder(vision_path, "--vision")
-    check_model_folder(llm_path, "--llm")
+    check_model_folder(vision_path, "--vision", allow_pickle)
+    check_model_folder(llm_path, "--llm", allow_pickle)
     run = RunDir(out, settings, kind="lvlm-build", inputs={"vision": vision_path, "llm": llm_path,
                                                            "template": template if Path(template).is_file() else None}, force=force, start=False)
-    tokenizer = AutoTokenizer.from_pretrained(llm_path)
+    safetensors = None if allow_pickle else True
+    with loading(llm_path, "--llm", allow_pickle):
+        tokenizer = AutoTokenizer.from_pretrained(llm_path)
     chat_template = chat_template_for(template, tokenizer)
     _prepare_tokenizer(tokenizer)
-    llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype, use_safetensors=True)
-    clip = CLIPVisionModel.from_pretrained(vision_path, dtype=llm.dtype, use_safetensors=True)
+    with loading(llm_path, "--llm", allow_pickle):
+        llm = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype, use_safetensors=safetensors)
+    with loading(vision_path, "--vision", allow_pickle):
+        clip = CLIPVisionModel.from_pretrained(vision_path, dtype=llm.dtype, use_safetensors=safetensors)
     vcfg = clip.config
     pinpoints = pinpoints or default_pinpoints(vcfg.image_size)
     _check_pinpoints(pinpoints, vcfg.image_size)
@@ -153,7 +159,8 @@ def build_lvlm(vision_path: str | Path, llm_path: str | Path, out: str | Path, t
     )
     tokenizer.chat_template = chat_template
     run.start()
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+    with files_written_into(out) as staged:
+        model.save_pretrained(staged)
+        processor.save_pretrained(staged)
     run.finish(pinpoints=pinpoints, image_token_id=int(config.image_token_id), vocab_size=len(tokenizer))
     return out

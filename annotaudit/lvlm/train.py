@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -23,10 +24,11 @@ from accelerate.utils import set_seed
 from transformers import AutoProcessor, LlavaNextForConditionalGeneration, get_cosine_schedule_with_warmup
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from annotaudit.core.checkpoint import load_state, save_state
+from annotaudit.core.checkpoint import STATE, beside, files_written_into, load_state, recover, save_state, swap_in
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
+from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl, writing
 from annotaudit.core.runs import ConfigMismatch, RunDir, progress
+from annotaudit.models.registry import check_model_folder, loading
 
 from .data import IGNORE, ConversationDataset, collate, load_conversations
 
@@ -34,8 +36,9 @@ STAGES = ("pretrain", "finetune")
 DEFAULT_LR = {"pretrain": 1e-3, "finetune": 1e-5}
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 STATE_DIR = "train_state"
+FINAL_TMP = "model.tmp"  # the trained model is written here whole, then moved into the run folder
 LOG, METRICS = "train_log.jsonl", "metrics.json"
-OUTPUTS = ["checkpoints", LOG, METRICS, "report.md", "report.html", "report_files"]
+OUTPUTS = ["checkpoints", FINAL_TMP, LOG, METRICS, "report.md", "report.html", "report_files"]
 
 
 @dataclass
@@ -129,7 +132,7 @@ def _merged_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def save_model(accelerator: Accelerator, model: Any, processor: Any, dest: Path, lora: bool) -> None:
-    """Save a stock-loadable LlavaNext checkpoint (LoRA merged in); gathers ZeRO-3 shards."""
+    """Save a stock-loadable LlavaNext checkpoint (LoRA merged in); gathers ZeRO-3 shards. A failed write names `dest`."""
     unwrapped = accelerator.unwrap_model(model)
     if lora:
         unwrapped.merge_adapter()
@@ -139,17 +142,32 @@ def save_model(accelerator: Accelerator, model: Any, processor: Any, dest: Path,
         state = _merged_state_dict(state)
         unwrapped = unwrapped.get_base_model()
     if accelerator.is_main_process:
-        dest.mkdir(parents=True, exist_ok=True)
-        unwrapped.save_pretrained(dest, state_dict=state, save_function=accelerator.save)
-        processor.save_pretrained(dest)
+        with writing(dest):
+            dest.mkdir(parents=True, exist_ok=True)
+            unwrapped.save_pretrained(dest, state_dict=state, save_function=accelerator.save)
+            processor.save_pretrained(dest)
     accelerator.wait_for_everyone()
+
+
+def _save_final(accelerator: Accelerator, model: Any, processor: Any, out: Path, lora: bool) -> None:
+    """The trained model into the run folder itself: written whole beside it, then each file moved in."""
+    if accelerator.is_main_process:
+        with files_written_into(out, FINAL_TMP) as tmp:
+            save_model(accelerator, model, processor, tmp, lora)
+    else:
+        save_model(accelerator, model, processor, out / FINAL_TMP, lora)  # gathers shards; only the main process writes
 
 
 def _resume(accelerator: Accelerator, model: Any, optimizer: Any, scheduler: Any, state_dir: Path) -> None:
     """Trainable weights, optimizer, scheduler and RNG states from safetensors and JSON (never a pickle)."""
-    restored = load_state(state_dir / f"process-{accelerator.process_index}", optimizer, scheduler)
+    mine = state_dir / f"process-{accelerator.process_index}"
+    restored = load_state(mine, optimizer, scheduler)
     if restored is None:
-        raise InputError("no resume state for this process (was the run launched with another number of processes?)", path=state_dir)
+        saved = [p for p in state_dir.glob("process-*") if re.fullmatch(r"process-\d+", p.name)]
+        if saved and len(saved) != accelerator.num_processes:
+            raise InputError(f"the resume state was saved by {len(saved)} processes and this run has {accelerator.num_processes}: "
+                             f"launch it with {len(saved)}, or pass --force to start over", path=state_dir)
+        raise InputError("the resume state is missing (deleted or never written); restore it, or pass --force to start over", path=mine / STATE)
     _, params = restored
     trainable = {n: p for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
     if set(params) != set(trainable):
@@ -159,10 +177,23 @@ def _resume(accelerator: Accelerator, model: Any, optimizer: Any, scheduler: Any
             param.copy_(params[name].to(param.device, param.dtype))
 
 
+def _steps(out: Path) -> list[Path]:
+    """The finished checkpoints/step-N folders, oldest first (not the .tmp or .old copies of a swap)."""
+    found = [p for p in (out / "checkpoints").glob("step-*") if re.fullmatch(r"step-\d+", p.name)]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
 def _latest_state(out: Path) -> Path | None:
-    found = sorted((p for p in (out / "checkpoints").glob(f"step-*/{STATE_DIR}") if (p / "progress.json").is_file()),
-                   key=lambda p: int(p.parent.name.split("-")[1]))
+    found = [p / STATE_DIR for p in _steps(out) if (p / STATE_DIR / "progress.json").is_file()]
     return found[-1] if found else None
+
+
+def _remove_partial_writes(out: Path) -> None:
+    """What a kill or a full disk left half done: a checkpoint swap is finished or undone, a half-written model goes."""
+    for folder in (out / "checkpoints").glob("step-*"):
+        if folder.suffix in (".tmp", ".old"):
+            recover(folder.with_suffix(""))
+    shutil.rmtree(out / FINAL_TMP, ignore_errors=True)
 
 
 def _check_samples(dataset: ConversationDataset, accelerator: Accelerator) -> None:
@@ -206,19 +237,21 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
           tune_vision: bool = False, seed: int = 0, vision_lr: float = 2e-6, gradient_checkpointing: bool = False,
           precision: str = "auto", max_length: int = 2048, save_every: int = 0, warmup_ratio: float = 0.03,
           weight_decay: float = 0.0, force: bool = False, max_steps: int | None = None, num_workers: int = 0,
-          group_by_length: bool = False, cache_images: bool = False) -> Path:
+          group_by_length: bool = False, cache_images: bool = False, allow_pickle: bool = False) -> Path:
     """Train one stage; the trained model is saved in `out` itself (loadable by path). Returns `out`.
 
     `max_steps` stops early (benchmarks, interrupted-run tests) without changing the schedule.
     `num_workers` processes prepare batches (images through the image processor) while the model
     trains; `cache_images` keeps each image's tensors after first use (each worker keeps its own).
-    Neither changes the batches, and so neither changes the results.
+    Neither changes the batches, and so neither changes the results. `allow_pickle` loads a model
+    that has only pickle weights (the user's explicit opt-in).
     """
     cfg = TrainConfig(str(model_dir), str(data_json), str(images_dir) if images_dir else None, stage,
                       DEFAULT_LR.get(stage, 0.0) if lr is None else lr, vision_lr, epochs, batch_size, grad_accum, lora,
                       tune_vision, gradient_checkpointing, precision, max_length, warmup_ratio, weight_decay, save_every, seed,
                       group_by_length)
     _check(cfg)
+    check_model_folder(cfg.model, "--model", allow_pickle)
     out = Path(out)
     accelerator = _accelerator(cfg)
     records = load_conversations(cfg.data)
@@ -226,12 +259,15 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     if accelerator.is_main_process:
         run = RunDir(out, asdict(cfg), kind="lvlm-train", inputs={"data": cfg.data, "images": cfg.images, "model": cfg.model},
                      force=force, outputs=OUTPUTS, start=False)
+        _remove_partial_writes(out)
     accelerator.wait_for_everyone()
     set_seed(cfg.seed)
-    processor = AutoProcessor.from_pretrained(cfg.model)
+    with loading(cfg.model, "--model", allow_pickle):
+        processor = AutoProcessor.from_pretrained(cfg.model)
     dataset = ConversationDataset(records, processor, cfg.images, cfg.max_length, cache_images=cache_images)
     _check_samples(dataset, accelerator)
-    model = LlavaNextForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=True)
+    with loading(cfg.model, "--model", allow_pickle):
+        model = LlavaNextForConditionalGeneration.from_pretrained(cfg.model, dtype=torch.float32, use_safetensors=None if allow_pickle else True)
     set_trainable(model, cfg.stage, cfg.tune_vision)
     if cfg.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # the newer name of the same switch
@@ -292,23 +328,39 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
                                 0 if end_of_epoch else batch_no, bool(cfg.lora))
                 if max_steps is not None and step >= max_steps:
                     return _finish(accelerator, run, out, step, samples, tokens, started, complete=False)
-    save_model(accelerator, model, processor, out, bool(cfg.lora))
+    _save_final(accelerator, model, processor, out, bool(cfg.lora))
     return _finish(accelerator, run, out, step, samples, tokens, started, complete=True)
 
 
 def _checkpoint(accelerator: Accelerator, model: Any, optimizer: Any, scheduler: Any, processor: Any, out: Path, step: int, epoch: int,
                 batch: int, lora: bool) -> None:
-    """checkpoints/step-N: a loadable model plus the state to resume; older resume states are pruned."""
+    """checkpoints/step-N: a loadable model plus the state to resume; older resume states are pruned.
+
+    Every process writes into step-N.tmp, which replaces step-N only once all is written, so a full
+    disk or a kill leaves the previous checkpoint to resume from, never a half-written one.
+    """
     dest = out / "checkpoints" / f"step-{step}"
-    save_model(accelerator, model, processor, dest, lora)
-    trainable = {n: p for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
-    save_state(dest / STATE_DIR / f"process-{accelerator.process_index}", optimizer, scheduler, {"step": step}, trainable)
-    accelerator.wait_for_everyone()
+    tmp = beside(dest, "tmp")
     if accelerator.is_main_process:
-        write_json(dest / STATE_DIR / "progress.json", {"step": step, "epoch": epoch, "batch": batch})
-        for old in (out / "checkpoints").glob(f"step-*/{STATE_DIR}"):
-            if old.parent != dest:
-                shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    try:
+        save_model(accelerator, model, processor, tmp, lora)
+        trainable = {n: p for n, p in accelerator.unwrap_model(model).named_parameters() if p.requires_grad}
+        save_state(tmp / STATE_DIR / f"process-{accelerator.process_index}", optimizer, scheduler, {"step": step}, trainable)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            write_json(tmp / STATE_DIR / "progress.json", {"step": step, "epoch": epoch, "batch": batch})
+            with writing(dest):
+                swap_in(tmp, dest)
+    except BaseException:
+        if accelerator.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if accelerator.is_main_process:
+        for old in _steps(out):
+            if old != dest:
+                shutil.rmtree(old / STATE_DIR, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
