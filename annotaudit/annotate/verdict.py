@@ -32,7 +32,7 @@ from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, read_records, read_text, write_json, write_jsonl
 from annotaudit.core.report import Report
 from annotaudit.core.runner import RECORDS, read_run_records, run_config
-from annotaudit.core.runs import RunDir, check_config, describe_inputs
+from annotaudit.core.runs import RunDir
 
 from . import agreement
 from .alttest import NO_ANSWER, SCORINGS, AltTest, NotTestable, advantage_replicates, alt_test
@@ -281,7 +281,7 @@ def _in_task(label: Label, task: Task, item: str) -> str:
     alias = task.aliases.get(text.lower())
     if isinstance(alias, str):
         return alias
-    raise InputError(f"label {label.value!r} is not one of task {task.name!r}'s labels ({', '.join(task.labels)})",
+    raise InputError(f"label {label.value!r} is not a label of task {task.name!r} ({', '.join(task.labels)})",
                      path=label.path, line=label.line, item=item)
 
 
@@ -410,7 +410,8 @@ class Verdict:
 
 
 def verdict(humans_path: str | Path, llm_paths: list[str | Path], out: str | Path, options: Options | None = None, force: bool = False) -> Verdict:
-    """Read, join, test and measure; write the run folder. Bad input raises InputError before the folder is touched."""
+    """Read, join, test and measure; write the run folder. Bad input raises InputError before the folder is touched,
+    and only then is a folder holding another run refused (unless forced)."""
     options = options or Options()
     options.check()
     if not llm_paths:
@@ -423,7 +424,6 @@ def verdict(humans_path: str | Path, llm_paths: list[str | Path], out: str | Pat
         raise InputError("no human labels read", path=humans.path)
     inputs = {"humans": humans_path, **{f"llm{k + 1}": p for k, p in enumerate(llm_paths)}}
     config = {**options.__dict__, "languages": languages}
-    check_config(out, config, force, kind=KIND, inputs=describe_inputs(inputs))
     table = join(humans, llms, options.scoring)
     for llm in llms:
         if np.isnan(table.llms[llm.name]).all():
