@@ -126,7 +126,7 @@ def annotate_verdict_command(
     humans: Path = typer.Option(..., help="Human labels: {annotator: {item: label}} JSON, long CSV/JSONL (item, annotator, label), "
                                 "wide CSV/JSONL (id + --annotator-columns), or an XNLI .tsv (label1..label5)."),
     llm: list[Path] = typer.Option(..., help="LLM labels (repeatable): an `annotate run` folder, {item: label} JSON, or {llm: {item: label}} JSON."),
-    out: Path = RUN_FOLDER,
+    out: Path = typer.Option(..., help="Run folder for run.json, metrics.json, report.md/html and label_issues.jsonl."),
     scoring: str = typer.Option("accuracy", help="accuracy (share of equal labels) or neg_rmse (numeric labels)."),
     epsilon: float = typer.Option(0.15, help="The LLM's cost-benefit allowance: 0.2 experts, 0.15 skilled annotators, 0.1 crowd workers."),
     q: float = typer.Option(0.05, help="False discovery rate of the Benjamini-Yekutieli procedure over the annotators."),
