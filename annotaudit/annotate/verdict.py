@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import read_json, read_records, read_text, write_json, write_jsonl
+from annotaudit.core.io import Problems, read_json, read_records, read_text, write_json, write_jsonl
 from annotaudit.core.report import Report
 from annotaudit.core.runner import RECORDS, read_run_records, run_config
 from annotaudit.core.runs import RunDir
@@ -196,10 +196,11 @@ def _is_xnli(path: Path) -> bool:
 
 
 def _xnli_humans(path: Path, languages: list[str] | None) -> Humans:
-    """label1..label5 as five annotators; item ids and the language filter are those of `annotate run --task xnli`."""
+    """label1..label5 as five annotators; item ids, the language filter and the rows skipped as bad are those of
+    `annotate run --task xnli`, so the items are the run's items."""
     from .readers import read_xnli
 
-    items = {item.meta["line"]: item.id for item in read_xnli(path, languages or ["en"], strict=True)}
+    items = {item.meta["line"]: item.id for item in read_xnli(path, languages or ["en"], problems=Problems())}
     labels: dict[str, dict[str, Label]] = {f"label{k}": {} for k in range(1, 6)}
     reader = csv.reader(io.StringIO(read_text(path)), delimiter="\t", quoting=csv.QUOTE_NONE)
     header = next(reader)
