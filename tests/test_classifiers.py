@@ -375,9 +375,10 @@ def test_yaml_task_with_a_split_field_trains_and_refuses_edited_data(tiny, tmp_p
     records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == 8 and set(records[0]) == set(RECORD_KEYS) and set(records[0]["scores"]) == {"dog", "cat"}
     assert (out / "report.md").is_file() and (out / "report.html").is_file()
-    assert json.loads((out / "run.json").read_text())["config"]["data_fingerprint"].startswith("sha256:")
+    manifest = json.loads((out / "run.json").read_text())
+    assert manifest["kind"] == "classify" and manifest["items"] == 8 and manifest["inputs"]["data"]["fingerprint"].startswith("sha256:")
     data.write_text(data.read_text().replace("there is a cat", "there is a kitten", 1))
-    with pytest.raises(ConfigMismatch, match="data_fingerprint"):
+    with pytest.raises(ConfigMismatch, match="input data"):
         invoke(args)
 
 

@@ -122,7 +122,7 @@ def test_build_records_its_inputs_and_refuses_another_build(built, tiny):
     from annotaudit.core.runs import ConfigMismatch
 
     manifest = json.loads((built / "run.json").read_text())
-    assert manifest["config"]["llm"] == str(tiny("mistral")) and manifest["inputs"]["llm"].startswith("files:")
+    assert manifest["config"]["llm"] == str(tiny("mistral")) and manifest["inputs"]["llm"]["fingerprint"].startswith("sha256")
     assert manifest["pinpoints"] == [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]] and manifest["sessions"]
     with pytest.raises(ConfigMismatch, match="template"):
         build_lvlm(tiny("clip-vision"), tiny("mistral"), built, template="vicuna_v1.1")
@@ -219,7 +219,7 @@ def test_stage1_changes_only_the_projector(built, stage1):
     assert [s["step"] for s in steps] == list(range(1, 10)) and steps[-1]["loss"] < steps[0]["loss"]
     manifest = json.loads((stage1 / "run.json").read_text())
     assert manifest["config"]["stage"] == "pretrain" and manifest["complete"] and manifest["tokens_per_s"] > 0
-    assert manifest["config"]["inputs"]["data"].startswith("sha256:")
+    assert manifest["kind"] == "lvlm-train" and manifest["inputs"]["data"]["fingerprint"].startswith("sha256:")
     metrics = json.loads((stage1 / "metrics.json").read_text())
     assert metrics["steps"] == 9 and metrics["final_loss"] == steps[-1]["loss"] and metrics["complete"]
     assert metrics["best_loss"] == min(s["loss"] for s in steps) and metrics["first_loss"] == steps[0]["loss"]
@@ -375,7 +375,7 @@ def test_eval_rescores_without_the_model_and_refuses_an_edited_task(built, task,
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e" / "metrics.json").read_text()) == first
     vqa.write_text(vqa.read_text().replace("rosso", "nero"))
-    with pytest.raises(ConfigMismatch, match="task_fingerprint"):
+    with pytest.raises(ConfigMismatch, match="input task"):
         evaluate(built, str(vqa), task / "images", tmp_path / "e", max_new_tokens=2, formatting="post,pre", limit=3)
 
 
