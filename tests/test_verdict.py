@@ -392,3 +392,12 @@ def test_an_xnli_file_joins_annotate_runs_by_their_ids(tmp_path, tiny):
     assert [row["rank"] for row in scored] == list(range(1, 13)) and {row["item"] for row in scored} == set(humans.labels["label1"])
     assert all(0 <= row["score"] <= 1 and row["llm_label"] in NLI for row in scored)
     assert "Items to re-check" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_xnli_annotators_follow_the_language_filter(tmp_path):
+    data = xnli_with_annotators(tmp_path / "xnli.dev.tsv", pairs=6)
+    assert set(read_humans(data).labels["label1"]) == {f"en-{100 + p}" for p in range(6)}
+    both = read_humans(data, languages=["fr", "en"])
+    assert set(both.labels["label1"]) == {f"{lang}-{100 + p}" for p in range(6) for lang in ("en", "fr")}
+    assert len(both.labels["label5"]) == 8  # pairs 0 and 4 left label5 blank, in both languages
+    assert both.task == "xnli"
