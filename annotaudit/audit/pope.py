@@ -6,12 +6,16 @@ Building question sets lives in audit.pope_build, running a model in audit.pope_
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, read_records
+from annotaudit.core.metrics import Arrays, MetricSpec, divide, names, values
 
 SETTINGS = ("random", "popular", "adversarial")
 LANGUAGES = ("en", "it")
@@ -222,33 +226,65 @@ def get_parser(name: str):
 
 # Metrics ---------------------------------------------------------------------------------------
 
-METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "yes_ratio")  # the rates `metrics` gives, in table order
+def confusion(labels: Sequence[str], predictions: Sequence[str]) -> Arrays:
+    """Per question 0/1 tp, fp, tn, fn (positive class yes) and whether it counts: a prediction neither yes nor no
+    is a false no, except NO_ANSWER, which leaves the question out of every figure."""
+    y, p = np.asarray(labels, dtype=object), np.asarray(predictions, dtype=object)
+    counted = p != NO_ANSWER
+    yes, said_yes = y == "yes", p == "yes"
+    return {"tp": (yes & said_yes).astype(float), "fp": ((y == "no") & said_yes).astype(float),
+            "tn": ((y == "no") & (p == "no")).astype(float), "fn": (yes & ~said_yes & counted).astype(float),
+            "counted": counted.astype(float)}
+
+
+def _record_confusion(records: Sequence[dict[str, Any]]) -> Arrays:
+    return confusion([r["target"] for r in records], [r["prediction"] for r in records])
+
+
+def _counts(arrays: Arrays, weights: np.ndarray) -> tuple[np.ndarray, ...]:
+    return tuple(weights @ arrays[k] for k in ("tp", "fp", "tn", "fn"))
+
+
+# POPE's rates are 0 where undefined, as its evaluate.py has them.
+def _accuracy(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    tp, _, tn, _ = _counts(arrays, weights)
+    return divide(tp + tn, weights @ arrays["counted"], 0.0)
+
+
+def _precision(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    tp, fp, _, _ = _counts(arrays, weights)
+    return divide(tp, tp + fp, 0.0)
+
+
+def _recall(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    tp, _, _, fn = _counts(arrays, weights)
+    return divide(tp, tp + fn, 0.0)
+
+
+def _f1(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    precision, recall = _precision(arrays, weights), _recall(arrays, weights)
+    return divide(2 * precision * recall, precision + recall, 0.0)
+
+
+def _yes_ratio(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    tp, fp, _, _ = _counts(arrays, weights)
+    return divide(tp + fp, weights @ arrays["counted"], 0.0)
+
+
+METRICS = tuple(MetricSpec(name, _record_confusion, aggregate) for name, aggregate in (
+    ("accuracy", _accuracy), ("precision", _precision), ("recall", _recall), ("f1", _f1), ("yes_ratio", _yes_ratio)))
+METRIC_NAMES = names(METRICS)  # the rates `metrics` gives, in table order
 
 
 def metrics(labels: list[str], predictions: list[str]) -> dict[str, Any]:
     """Accuracy, precision, recall, F1 (positive class yes) and yes-ratio as fractions, with counts.
 
     A prediction that is neither yes nor no counts as wrong and as not-yes; NO_ANSWER is left out and counted."""
-    kept = [(y, p) for y, p in zip(labels, predictions) if p != NO_ANSWER]
-    no_answer = len(labels) - len(kept)
-    labels, predictions = [y for y, _ in kept], [p for _, p in kept]
-    tp = sum(1 for y, p in zip(labels, predictions) if y == "yes" and p == "yes")
-    fp = sum(1 for y, p in zip(labels, predictions) if y == "no" and p == "yes")
-    tn = sum(1 for y, p in zip(labels, predictions) if y == "no" and p == "no")
-    fn = sum(1 for y, p in zip(labels, predictions) if y == "yes" and p != "yes")
-    unknown = sum(1 for p in predictions if p not in ("yes", "no"))
-    n = len(labels)
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "accuracy": (tp + tn) / n if n else 0.0,
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "yes_ratio": (tp + fp) / n if n else 0.0,
-        "n": n, "tp": tp, "fp": fp, "tn": tn, "fn": fn, "unknown": unknown, "no_answer": no_answer,
-    }
+    arrays = confusion(labels, predictions)
+    n = int(arrays["counted"].sum())
+    counts = {k: int(arrays[k].sum()) for k in ("tp", "fp", "tn", "fn")}
+    unknown = sum(1 for p in predictions if p not in ("yes", "no", NO_ANSWER))
+    return {**values(METRICS, arrays), "n": n, **counts, "unknown": unknown, "no_answer": len(labels) - n}
 
 
 def score_answers(questions_path: str | Path, answers_path: str | Path, parser: str = "pope", language: str = "en") -> dict[str, Any]:

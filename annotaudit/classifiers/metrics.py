@@ -1,14 +1,21 @@
-"""Task metrics (scikit-learn) and how far an LLM's labels are from the human ones."""
+"""A classifier's task metrics, each defined once as a MetricSpec, and how far an LLM's labels are from the human ones.
+
+The task metrics are weighted counts, so compare's bootstrap resamples them with a weight matrix;
+with every item weighted once they equal scikit-learn's accuracy_score, f1_score (zero_division=0)
+and roc_auc_score, which tests/test_metrics_once.py checks.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+from sklearn.metrics import cohen_kappa_score, f1_score
 
 from annotaudit.annotate.tasks import NOANSWER, Task
+from annotaudit.core.metrics import Arrays, MetricSpec, divide, values
 
 from .data import LLMLabels
 
@@ -28,23 +35,85 @@ def decide(task: Task, probs: np.ndarray) -> list[str | tuple[str, ...]]:
     return [task.classes[i] for i in probs.argmax(axis=1)]
 
 
-def task_metrics(task: Task, probs: np.ndarray, targets: Sequence[str | tuple[str, ...]]) -> dict[str, float]:
-    """The task's metrics under their plain names (auroc, accuracy, micro_f1, macro_f1)."""
+def classifier_parts(task: Task, probs: np.ndarray, targets: Sequence[str | tuple[str, ...]]) -> Arrays:
+    """Per item: 0/1 rows of the true and the decided classes; on binary tasks with a positive label, its score and whether the item is positive."""
     y = target_array(task, targets)
-    out: dict[str, float] = {}
     if task.classes_multi_label:
-        pred = (probs >= 0.5).astype(np.int64)
-        out["micro_f1"] = float(f1_score(y, pred, average="micro", zero_division=0))
-        out["macro_f1"] = float(f1_score(y, pred, average="macro", zero_division=0))
-        return out
-    pred = probs.argmax(axis=1)
-    out["accuracy"] = float(accuracy_score(y, pred))
-    out["macro_f1"] = float(f1_score(y, pred, average="macro", labels=list(range(len(task.classes))), zero_division=0))
+        return {"truth": y.astype(float), "decided": (probs >= 0.5).astype(float)}
+    classes = np.arange(len(task.classes))
+    arrays = {"truth": (y[:, None] == classes).astype(float), "decided": (probs.argmax(axis=1)[:, None] == classes).astype(float)}
     if task.positive is not None:
-        pos = task.classes.index(task.positive)
-        truth = (y == pos).astype(int)
-        out["auroc"] = float(roc_auc_score(truth, probs[:, pos])) if 0 < truth.sum() < len(truth) else math.nan
-    return out
+        positive = task.classes.index(task.positive)
+        arrays["score"], arrays["positive"] = probs[:, positive].astype(float), (y == positive).astype(float)
+    return arrays
+
+
+def record_parts(task: Task, records: Sequence[dict[str, Any]]) -> Arrays:
+    """classifier_parts of a classify run's records: scores per class, and the human label."""
+    probs = np.array([[float(r["scores"][c]) for c in task.classes] for r in records], dtype=float).reshape(-1, len(task.classes))
+    targets = [tuple(r["target"]) if isinstance(r["target"], list) else r["target"] for r in records]
+    return classifier_parts(task, probs, targets)
+
+
+def _class_counts(arrays: Arrays, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted true positives, false positives and false negatives per class, (B, classes) each."""
+    truth, decided = arrays["truth"], arrays["decided"]
+    return weights @ (truth * decided), weights @ ((1 - truth) * decided), weights @ (truth * (1 - decided))
+
+
+def _f1(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    """0 where nothing was true or decided (scikit-learn's zero_division=0)."""
+    return divide(2 * tp, 2 * tp + fp + fn, 0.0)
+
+
+def _accuracy(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    tp, _, _ = _class_counts(arrays, weights)
+    return divide(tp.sum(axis=1), weights.sum(axis=1))
+
+
+def _macro_f1(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    return _f1(*_class_counts(arrays, weights)).mean(axis=1)
+
+
+def _micro_f1(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    return _f1(*(c.sum(axis=1) for c in _class_counts(arrays, weights)))
+
+
+def _auroc(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    """The Mann-Whitney form: the weighted share of (positive, negative) pairs the positive scores higher, ties half.
+
+    Items are sorted by score once; each positive wins against the negative weight below its score and half of
+    the negative weight tied with it. NaN without both classes.
+    """
+    if not len(arrays["score"]):
+        return np.full(len(weights), np.nan)
+    order = np.argsort(arrays["score"], kind="stable")
+    score, positive, w = arrays["score"][order], arrays["positive"][order], weights[:, order]
+    ties = np.flatnonzero(np.r_[True, score[1:] != score[:-1]])
+    pos, neg = np.add.reduceat(w * positive, ties, axis=1), np.add.reduceat(w * (1 - positive), ties, axis=1)
+    wins = (pos * (np.cumsum(neg, axis=1) - neg + 0.5 * neg)).sum(axis=1)
+    return divide(wins, pos.sum(axis=1) * neg.sum(axis=1))
+
+
+AGGREGATES = {"accuracy": _accuracy, "macro_f1": _macro_f1, "micro_f1": _micro_f1, "auroc": _auroc}
+
+
+def metric_specs(task: Task) -> tuple[MetricSpec, ...]:
+    """The task's metrics under their plain names: micro and macro F1 (multi-label); accuracy, macro F1 and AUROC with a positive label."""
+    if task.classes_multi_label:
+        chosen = ("micro_f1", "macro_f1")
+    else:
+        chosen = ("accuracy", "macro_f1") + (("auroc",) if task.positive is not None else ())
+
+    def parts(records: Sequence[dict[str, Any]]) -> Arrays:
+        return record_parts(task, records)
+
+    return tuple(MetricSpec(name, parts, AGGREGATES[name]) for name in chosen)
+
+
+def task_metrics(task: Task, probs: np.ndarray, targets: Sequence[str | tuple[str, ...]]) -> dict[str, float]:
+    """The task's metrics under their plain names (auroc, accuracy, micro_f1, macro_f1); AUROC is NaN without both classes."""
+    return values(metric_specs(task), classifier_parts(task, probs, targets))
 
 
 def label_quality(task: Task, human: dict[str, str | tuple[str, ...]], llm: LLMLabels) -> dict[str, object]:
