@@ -199,7 +199,8 @@ class DigestCache:
         self.changed = False
 
     def digest(self, path: str | Path, st: os.stat_result | None = None) -> str:
-        key = os.path.abspath(path)
+        key = os.fspath(path)
+        key = key if os.path.isabs(key) else os.path.abspath(key)
         st = st or os.stat(key)
         stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
         entry = self.entries.get(key)
@@ -231,21 +232,26 @@ class DigestCache:
             self.changed = False
 
 
-def folder_files(root: str | Path, skip: str | Path | None = None) -> Iterator[tuple[str, os.stat_result]]:
-    """(path relative to root, stat) of every file under a folder, in sorted order; `skip` leaves out a folder inside it."""
+def folder_files(root: str | Path, skip: str | Path | None = None) -> list[tuple[str, str, os.stat_result]]:
+    """(path relative to root, absolute path, stat) of every file under a folder, sorted; `skip` leaves out a folder inside it.
+
+    Links to files count as their targets; links to folders are not followed (as os.walk does).
+    """
     root = os.path.abspath(root)
     skip = os.path.abspath(skip) if skip is not None else None
-    found = []
-    for top, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if os.path.join(top, d) != skip]
-        for name in files:
-            full = os.path.join(top, name)
-            if name == DIGEST_CACHE:
-                continue
-            with contextlib.suppress(FileNotFoundError):  # a broken link is no content
-                found.append((os.path.relpath(full, root).replace(os.sep, "/"), os.stat(full)))
+    found, todo = [], [(root, "")]
+    while todo:
+        top, prefix = todo.pop()
+        with os.scandir(top) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    if entry.path != skip:
+                        todo.append((entry.path, f"{prefix}{entry.name}/"))
+                elif entry.name != DIGEST_CACHE and entry.is_file():
+                    with contextlib.suppress(FileNotFoundError):  # gone since the listing
+                        found.append((prefix + entry.name, entry.path, entry.stat()))
     found.sort(key=lambda item: item[0])
-    yield from found
+    return found
 
 
 # Reading ---------------------------------------------------------------------------------------

@@ -187,9 +187,9 @@ def fingerprint(path: str | Path | None, cache_dir: str | Path | None = None) ->
     else:
         digest = hashlib.sha256()
         seen = set()
-        for name, st in folder_files(path, skip=cache_dir):
-            digest.update(f"{name}\0{cache.digest(path / name, st)}\n".encode())
-            seen.add(os.path.abspath(path / name))
+        for name, full, st in folder_files(path, skip=cache_dir):
+            digest.update(f"{name}\0{cache.digest(full, st)}\n".encode())
+            seen.add(full)
         cache.forget_under(path, seen)
         found = "sha256-files:" + digest.hexdigest()
     cache.save()
