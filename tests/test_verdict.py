@@ -71,7 +71,7 @@ def test_kappas_equal_scikit_learn_and_statsmodels():
         data = rng.integers(0, 4, (60, 4)).astype(float)
         data[rng.random(data.shape) < 0.2] = NAN
         both = ~np.isnan(data[:, 0]) & ~np.isnan(data[:, 1])
-        ours = agreement.cohen_kappa(data[:, 0], data[:, 1])
+        ours = agreement.cohen_kappas([(data[:, 0], data[:, 1])])[0]
         assert ours["n_items"] == both.sum()
         assert ours["value"] == pytest.approx(cohen_kappa_score(data[both, 0], data[both, 1]), abs=1e-12)
     inter_rater = pytest.importorskip("statsmodels.stats.inter_rater")
@@ -89,8 +89,8 @@ def test_bootstrap_intervals_hold_the_figure_and_narrow_with_more_items():
         return np.stack([np.where(rng.random(n) < 0.3, rng.integers(0, 3, n), truth) for _ in range(3)], 1).astype(float)
 
     small, large = noisy(60), noisy(2000)
-    a = agreement.alpha_with_interval(small, ("nominal",), agreement.Bootstrap(60))["nominal"]
-    b = agreement.alpha_with_interval(large, ("nominal",), agreement.Bootstrap(2000))["nominal"]
+    a = agreement.alphas([(small, ("nominal",))], agreement.Bootstrap(60))[0]["nominal"]
+    b = agreement.alphas([(large, ("nominal",))], agreement.Bootstrap(2000))[0]["nominal"]
     assert a["low"] < a["value"] < a["high"] and b["low"] < b["value"] < b["high"]
     assert b["high"] - b["low"] < (a["high"] - a["low"]) / 3
     assert agreement.majority(np.array([[1, 1, 2], [1, 2, NAN], [3, NAN, NAN]])).tolist()[::2] == [1.0, 3.0]

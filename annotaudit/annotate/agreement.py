@@ -14,6 +14,7 @@ matrix over pairable units (two or more labels), and alpha = 1 - (n - 1) * sum(o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,13 +37,24 @@ class Bootstrap:
     def __post_init__(self) -> None:
         rng = np.random.default_rng(self.seed)
         draws = rng.integers(0, max(self.n_items, 1), size=(self.replicates, self.n_items))
-        offsets = (np.arange(self.replicates) * self.n_items)[:, None]
-        counts = np.bincount((draws + offsets).ravel(), minlength=self.replicates * self.n_items)
-        self.weights = counts.reshape(self.replicates, self.n_items).astype(float)
+        self.weights = np.empty((self.replicates, self.n_items))
+        for b, drawn in enumerate(draws):
+            self.weights[b] = np.bincount(drawn, minlength=self.n_items)
 
-    def rows(self, items: np.ndarray) -> np.ndarray:
-        """The weights of some items (an index or a boolean mask), one row per replicate."""
-        return self.weights[:, items]
+    def sums(self, parts: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        """Each replicate's weighted sums of per-item values, for several parts at once.
+
+        A part is (items, values): an index of items and their values (one per item, or items x ...).
+        All parts go into one matrix product, each spread over every item (zero elsewhere), so the
+        weights are read once and never copied; each result is replicates x (the values' trailing shape)."""
+        parts = [(items, np.asarray(values, dtype=float)) for items, values in parts]
+        widths = [int(np.prod(values.shape[1:], dtype=int)) for _, values in parts]
+        full = np.zeros((self.n_items, sum(widths)))
+        edges = np.cumsum([0, *widths])
+        for (items, values), start, width in zip(parts, edges, widths):
+            full[items, start : start + width] = values.reshape(len(items), width)
+        product = self.weights @ full
+        return [product[:, start : start + width].reshape(self.replicates, *values.shape[1:]) for (_, values), start, width in zip(parts, edges, widths)]
 
 
 def interval(value: float | None, replicates: np.ndarray | None, n_items: int) -> dict[str, Any]:
@@ -86,12 +98,10 @@ class Coincidences:
     per_item: np.ndarray  # pairable items x (values * values)
     pairable: np.ndarray  # indices of the items with two or more labels
 
-    def total(self, weights: np.ndarray | None = None) -> np.ndarray:
-        """The coincidence matrix (values x values), or one per row of `weights` (replicates x pairable items)."""
+    def total(self) -> np.ndarray:
+        """The coincidence matrix (values x values)."""
         k = len(self.values)
-        if weights is None:
-            return self.per_item.sum(0).reshape(k, k)
-        return (weights @ self.per_item).reshape(-1, k, k)
+        return self.per_item.sum(0).reshape(k, k)
 
 
 def coincidences(data: np.ndarray) -> Coincidences:
@@ -147,14 +157,18 @@ def krippendorff_alpha(data: np.ndarray, level: str = "nominal") -> float:
     return float(alpha_of(found.total(), found.values, level))
 
 
-def alpha_with_interval(data: np.ndarray, levels: tuple[str, ...], boot: Bootstrap) -> dict[str, dict[str, Any]]:
-    """Alpha at each level with its bootstrap interval; n_items counts the pairable items."""
-    found = coincidences(data)
-    n = len(found.pairable)
-    if not n:
-        return {level: interval(None, None, 0) for level in levels}
-    point, replicated = found.total(), found.total(boot.rows(found.pairable))
-    return {level: interval(float(alpha_of(point, found.values, level)), alpha_of(replicated, found.values, level), n) for level in levels}
+def alphas(tables: Sequence[tuple[np.ndarray, tuple[str, ...]]], boot: Bootstrap) -> list[dict[str, dict[str, Any]]]:
+    """For each (data, levels): alpha at each level with its bootstrap interval (n_items counts the pairable items).
+
+    The replicates of all the tables come from one matrix product."""
+    found = [coincidences(data) for data, _ in tables]
+    replicated = boot.sums([(f.pairable, f.per_item) for f in found])
+    out = []
+    for (_, levels), f, stack in zip(tables, found, replicated):
+        k, n = len(f.values), len(f.pairable)
+        point, stack = f.total(), stack.reshape(len(stack), k, k)
+        out.append({level: interval(float(alpha_of(point, f.values, level)) if n else None, alpha_of(stack, f.values, level), n) for level in levels})
+    return out
 
 
 # Fleiss' kappa ---------------------------------------------------------------------------------
@@ -179,10 +193,9 @@ def fleiss_kappa(data: np.ndarray, boot: Bootstrap | None = None) -> dict[str, A
     value = _fleiss(per_item.mean(), counts.sum(0) / counts.sum())
     replicated = None
     if boot is not None:
-        w = boot.rows(complete)
-        size = w.sum(1)
+        size, agreeing, shares = boot.sums([(complete, np.ones(complete.size)), (complete, per_item), (complete, counts)])
         with np.errstate(divide="ignore", invalid="ignore"):
-            replicated = _fleiss((w @ per_item) / size, (w @ counts) / (size * raters)[:, None])
+            replicated = _fleiss(agreeing / size, shares / (size * raters)[:, None])
     return interval(float(value), replicated, complete.size)
 
 
@@ -197,20 +210,25 @@ def _cohen(confusion: np.ndarray) -> np.ndarray:
         return np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
 
 
-def cohen_kappa(a: np.ndarray, b: np.ndarray, boot: Bootstrap | None = None) -> dict[str, Any]:
-    """Cohen's kappa of two annotators over the items both labelled (nominal labels, NaN = no label)."""
+def _confusion_rows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The items both labelled, and each one's cell of the confusion matrix (items x values x values, one-hot)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     both = np.flatnonzero(~np.isnan(a) & ~np.isnan(b))
-    if both.size == 0:
-        return interval(None, None, 0)
     values, codes = _codes(np.stack([a[both], b[both]], axis=1))
     k = len(values)
-    pair = codes[:, 0] * k + codes[:, 1]
-    onehot = np.zeros((both.size, k * k))
-    onehot[np.arange(both.size), pair] = 1
-    value = _cohen(onehot.sum(0).reshape(k, k))
-    replicated = _cohen((boot.rows(both) @ onehot).reshape(-1, k, k)) if boot is not None else None
-    return interval(float(value), replicated, both.size)
+    cells = np.zeros((both.size, k, k))
+    cells[np.arange(both.size), codes[:, 0], codes[:, 1]] = 1
+    return both, cells
+
+
+def cohen_kappas(pairs: Sequence[tuple[np.ndarray, np.ndarray]], boot: Bootstrap | None = None) -> list[dict[str, Any]]:
+    """Cohen's kappa of each pair of annotators over the items both labelled (nominal labels, NaN = no label).
+
+    With `boot`, each gets its bootstrap interval; the replicates of all pairs come from one matrix product."""
+    found = [_confusion_rows(a, b) for a, b in pairs]
+    replicated = boot.sums(found) if boot is not None else [None] * len(found)
+    return [interval(float(_cohen(cells.sum(0))) if both.size else None, None if stack is None else _cohen(stack), both.size)
+            for (both, cells), stack in zip(found, replicated)]
 
 
 def majority(data: np.ndarray) -> np.ndarray:

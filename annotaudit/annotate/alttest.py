@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from scipy.stats import ttest_1samp
@@ -140,11 +141,14 @@ def alt_test(humans: np.ndarray, llm: np.ndarray, annotators: list[str], scoring
     return AltTest(winning_rate, advantage, winning_rate >= 0.5, epsilon, q, scoring, int(kept.sum()), tested, skipped)
 
 
-def advantage_replicates(result: AltTest, weights: np.ndarray) -> np.ndarray:
-    """The advantage probability under resampled items: `weights` is replicates x all items (how often each was drawn)."""
-    shares = []
-    for test in result.annotators.values():
-        w = weights[:, test.items]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            shares.append((w @ test.llm_indicators) / w.sum(1))
-    return np.nanmean(np.stack(shares), axis=0) if shares else np.full(weights.shape[0], np.nan)
+def advantage_replicates(result: AltTest, boot: Any) -> np.ndarray:
+    """The advantage probability under each bootstrap replicate of the items (`boot` is an agreement.Bootstrap)."""
+    tests = list(result.annotators.values())
+    per_item = np.zeros((boot.n_items, 2 * len(tests)))
+    for k, test in enumerate(tests):
+        per_item[test.items, 2 * k] = test.llm_indicators
+        per_item[test.items, 2 * k + 1] = 1.0
+    sums = boot.sums([(np.arange(boot.n_items), per_item)])[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = sums[:, 0::2] / sums[:, 1::2]
+    return shares.mean(1)

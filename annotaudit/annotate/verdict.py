@@ -494,40 +494,40 @@ def _alt_test_metrics(result: AltTest, boot: agreement.Bootstrap) -> dict[str, A
     }
 
 
-def _levels(table: Table) -> tuple[str, ...]:
-    return ("nominal", "ordinal", "interval") if table.numeric else ("nominal",)
+def _alpha_tables(data: np.ndarray, table: Table) -> list[tuple[np.ndarray, tuple[str, ...]]]:
+    """Nominal alpha on the labels as they are; ordinal and interval (numeric scales) with no-answers as no label."""
+    tables = [(data, ("nominal",))]
+    if table.numeric:
+        tables.append((np.where(np.isinf(data), np.nan, data), ("ordinal", "interval")))
+    return tables
 
 
-def _scale(data: np.ndarray, level: str) -> np.ndarray:
-    """An LLM's no-answer is a value of its own at the nominal level and no label on a numeric scale."""
-    return data if level == "nominal" else np.where(np.isinf(data), np.nan, data)
-
-
-def _alphas(data: np.ndarray, table: Table, boot: agreement.Bootstrap) -> dict[str, Any]:
-    out = {}
-    for level in _levels(table):
-        out.update(agreement.alpha_with_interval(_scale(data, level), (level,), boot))
-    return out
+def _alphas(configurations: list[np.ndarray], table: Table, boot: agreement.Bootstrap) -> list[dict[str, Any]]:
+    """Alpha at each of the table's levels, for several label matrices at once."""
+    tables = [t for data in configurations for t in _alpha_tables(data, table)]
+    found = iter(agreement.alphas(tables, boot))
+    return [{k: v for _ in _alpha_tables(data, table) for k, v in next(found).items()} for data in configurations]
 
 
 def _human_agreement(table: Table, boot: agreement.Bootstrap) -> dict[str, Any]:
-    return {"alpha": _alphas(table.humans, table, boot), "fleiss_kappa": agreement.fleiss_kappa(table.humans, boot)}
+    return {"alpha": _alphas([table.humans], table, boot)[0], "fleiss_kappa": agreement.fleiss_kappa(table.humans, boot)}
 
 
 def _llm_agreement(table: Table, vector: np.ndarray, boot: agreement.Bootstrap, several: bool) -> dict[str, Any]:
     """Cohen's kappa against each human and the majority; alpha with the LLM added and in place of each human."""
-    kappa = {a: agreement.cohen_kappa(vector, table.humans[:, k], boot) for k, a in enumerate(table.annotators)}
-    out: dict[str, Any] = {"cohen_kappa": kappa}
+    others = [table.humans[:, k] for k in range(len(table.annotators))] + ([agreement.majority(table.humans)] if several else [])
+    kappas = agreement.cohen_kappas([(vector, other) for other in others], boot)
+    out: dict[str, Any] = {"cohen_kappa": dict(zip([*table.annotators, "majority"], kappas))}
     if not several:
         return out
-    kappa["majority"] = agreement.cohen_kappa(vector, agreement.majority(table.humans), boot)
-    out["alpha_added"] = _alphas(np.column_stack([table.humans, vector]), table, boot)
-    in_place = {}
-    for k, annotator in enumerate(table.annotators):
+    configurations = [np.column_stack([table.humans, vector])]
+    for k in range(len(table.annotators)):
         swapped = table.humans.copy()
         swapped[:, k] = np.where(np.isnan(table.humans[:, k]), np.nan, vector)
-        in_place[annotator] = _alphas(swapped, table, boot)
-    out["alpha_in_place"] = in_place
+        configurations.append(swapped)
+    added, *in_place = _alphas(configurations, table, boot)
+    out["alpha_added"] = added
+    out["alpha_in_place"] = dict(zip(table.annotators, in_place))
     return out
 
 
