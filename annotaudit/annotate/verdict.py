@@ -610,9 +610,10 @@ def _report_alt_test(report: Report, metrics: dict[str, Any]) -> None:
         for a, t in m["annotators"].items():
             per_annotator.append({"LLM": name, "annotator": a, "items": t["n_items"], "LLM ≥ human": t["llm_wins"], "human ≥ LLM": t["human_wins"],
                                   "p-value": t["p_value"], "LLM wins": "yes" if t["rejected"] else "no"})
-    report.table(rows, floatfmt=".2f")
+    rows.sort(key=lambda r: -r["ρ (advantage)"]["value"])
+    report.table(rows, caption="LLMs ranked by ρ", floatfmt=".2f")
     report.bar_chart({r["LLM"]: {"ρ": r["ρ (advantage)"]} for r in rows}, "Advantage probability ρ per LLM", ylabel="ρ")
-    with report.collapsed("Each annotator's test"):
+    with report.collapsed("The test of each annotator"):
         report.table(per_annotator, floatfmt=".3g")
 
 
