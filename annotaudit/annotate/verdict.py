@@ -546,12 +546,12 @@ def label_issues(table: Table, llm: Llm) -> list[dict[str, Any]]:
     """The human-labelled items ranked by how likely their human label is wrong, by cleanlab against the LLM's
     probabilities (score mode or sampled votes of an annotate run). Items where no probability falls on a class
     (every sample a no-answer) are left out; none at all when the LLM gave no probabilities."""
-    from .label_issues import rank_label_issues
-
     classes = set(map(str, table.classes))
     items = [item for item in table.items if sum(p for c, p in llm.probabilities.get(item, {}).items() if c in classes) > 0]
     if not items:
         return []
+    from .label_issues import rank_label_issues  # cleanlab, only when there is something to rank
+
     ranked = rank_label_issues(items, [table.raw_humans[item] for item in items], [llm.probabilities[item] for item in items], table.classes)
     return [{"llm": llm.name, "rank": k, **row} for k, row in enumerate(ranked, 1)]
 
