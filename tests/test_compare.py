@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from annotaudit.audit.pope import question_text
 from annotaudit.cli.main import app
-from annotaudit.compare.bootstrap import Items, bootstrap, draw_weights, paired_difference, ratio
+from annotaudit.compare.bootstrap import Items, bootstrap, draw_weights, paired_difference
+from annotaudit.core.metrics import ratio
 
 runner = CliRunner()
 OBJECTS = ["dog", "cat", "car", "chair", "bottle", "cup", "bench", "clock", "umbrella", "book", "bird", "horse"]

@@ -1,7 +1,8 @@
 """Percentile bootstrap intervals, resampling whole clusters, and paired differences between two runs.
 
-A figure is a statistic of per-item arrays under integer item weights: weights of ones give the
-figure itself, and a resample is a weight matrix (how many times each item was drawn). Items of a
+A figure is the aggregate of its MetricSpec (core.metrics): a statistic of per-item arrays under
+integer item weights, where weights of ones give the figure itself and a resample is a weight
+matrix (how many times each item was drawn). Items of a
 cluster (the questions about one POPE image) are drawn together, because they are not independent.
 Two runs are compared on the items both evaluated, with the same draws for both, so what they share
 cancels out of the difference.
@@ -9,18 +10,19 @@ cancels out of the difference.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from annotaudit.core.metrics import Aggregate
+
 LEVEL = 0.95
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
 
-# arrays, weights (B, n) -> values (B,)
-Statistic = Callable[[dict[str, np.ndarray], np.ndarray], np.ndarray]
+Statistic = Aggregate  # arrays, weights (B, n) -> values (B,)
 
 
 @dataclass
@@ -30,16 +32,14 @@ class Items:
     ids: list[str]
     clusters: list[str]
     unit: str  # what a cluster is: image, caption, item or question
-    arrays: dict[str, np.ndarray]
-    pairwise: tuple[str, ...] = ()  # arrays indexed by item on both axes (item x item)
+    arrays: dict[str, np.ndarray]  # items along the first axis
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def take(self, positions: Sequence[int]) -> Items:
         index = np.asarray(positions, dtype=int)
-        arrays = {k: v[index][:, index] if k in self.pairwise else v[index] for k, v in self.arrays.items()}
-        return Items([self.ids[i] for i in index], [self.clusters[i] for i in index], self.unit, arrays, self.pairwise)
+        return Items([self.ids[i] for i in index], [self.clusters[i] for i in index], self.unit, {k: v[index] for k, v in self.arrays.items()})
 
 
 @dataclass
@@ -127,17 +127,6 @@ def paired_difference(statistic_a: Statistic, a: Items, statistic_b: Statistic, 
     value = None if va is None or vb is None else va - vb
     flagged = low is not None and high is not None and (low > 0 or high < 0)
     return Difference(value, low, high, len(in_a), cluster_codes(shared_a.clusters)[1], a.unit, flagged)
-
-
-def ratio(numerator: str, denominator: str | None = None) -> Statistic:
-    """Σw·numerator / Σw·denominator (Σw without one): accuracy, answer rate, CHAIR_s and CHAIR_i are all of this form."""
-    def statistic(arrays: dict[str, np.ndarray], weights: np.ndarray) -> np.ndarray:
-        top = weights @ arrays[numerator]
-        bottom = weights @ arrays[denominator] if denominator else weights.sum(axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(bottom > 0, top / np.where(bottom > 0, bottom, 1), np.nan)
-
-    return statistic
 
 
 def mean_of(statistics: Sequence[Statistic], masks: Sequence[str]) -> Statistic:

@@ -39,7 +39,7 @@ class Table:
 
 
 class Figures:
-    """Each entry's items and statistics, built once and checked against its command's metric."""
+    """Each entry's items and statistics (its command's metric specs), built once."""
 
     def __init__(self, resamples: int, seed: int):
         self.resamples, self.seed = resamples, seed
@@ -68,11 +68,11 @@ def _build(entry: Entry) -> tuple[Items, dict[str, Statistic]]:
     if entry.kind == "pope":
         return measures.pope_figures(entry.records, entry.setting)
     if entry.kind == "chair":
-        return measures.chair_figures(entry.records, entry.info["language"], entry.info["fix_quirks"])
+        return measures.chair_figures(entry.records)
     if entry.kind == "vqa":
         return measures.vqa_figures(entry.records)
     if entry.kind == "annotate":
-        return measures.annotate_figures(entry.records, entry.info["task"])
+        return measures.annotate_figures(entry.records)
     return measures.mmbt_figures(entry.records, entry.info["task"])
 
 
