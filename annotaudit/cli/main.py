@@ -64,8 +64,16 @@ def user_error(exc: BaseException) -> str | None:
     return None
 
 
+def quiet_libraries() -> None:
+    """transformers' info and warning lines and its own progress bars stay out of the command's output
+    (TRANSFORMERS_VERBOSITY=warning brings its warnings back); annotaudit reports its own problems."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def _run(typer_app: typer.Typer) -> None:
     """Run an app; a user's mistake prints one clear line instead of a traceback (ANNOTAUDIT_DEBUG=1 shows it)."""
+    quiet_libraries()
     try:
         typer_app()
     except (RunIncomplete, RequestFailed) as exc:  # a model server failed some requests; a rerun retries only those

@@ -342,7 +342,15 @@ class RunDir:
 
 @contextmanager
 def progress(description: str, total: int | None) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields a function advance(n=1)."""
+    """A rich progress bar on stderr; yields a function advance(n=1). A log file (stderr not a terminal)
+    gets one line when the stage ends instead of redrawn frames."""
+    if os.environ.get("ANNOTAUDIT_NO_PROGRESS") == "1":
+        yield lambda n=1, note="": None
+        return
+    if not console.is_terminal:
+        with _stage_line(description, total) as advance:
+            yield advance
+        return
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -351,8 +359,25 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
         TimeRemainingColumn(),
         console=console,
         transient=False,
-        disable=os.environ.get("ANNOTAUDIT_NO_PROGRESS") == "1",
     )
     with bar:
         task = bar.add_task(description, total=total)
         yield lambda n=1, note="": bar.update(task, advance=n, description=f"{description} · {note}" if note else description)
+
+
+@contextmanager
+def _stage_line(description: str, total: int | None) -> Iterator[Any]:
+    """`description: done/total in Ns`, printed once when the stage ends (or is cut short)."""
+    done, notes, started = 0, [""], time.perf_counter()
+
+    def advance(n: int = 1, note: str = "") -> None:
+        nonlocal done
+        done += n
+        notes[0] = note or notes[0]
+
+    try:
+        yield advance
+    finally:
+        shown = f"{description} · {notes[0]}" if notes[0] else description
+        count = f"{done}/{total}" if total is not None else str(done)
+        console.print(f"{shown}: {count} in {time.perf_counter() - started:.1f}s", markup=False, highlight=False)
