@@ -655,7 +655,7 @@ def _report_prevalence(report: Report, metrics: dict[str, Any]) -> None:
         for c, fig in classes.items():
             rows.append({"LLM": name, "class": c, "PPI++": _estimate(fig["ppi"]), "humans only": _estimate(fig["classical"]),
                          "LLM only": _estimate(fig["llm_only"]), "human items": fig["n_human"], "LLM-only items": fig["n_llm_only"],
-                         "worth in human labels": fig.get("effective_human_labels")})
+                         "LLM labels worth (human labels)": fig.get("llm_worth_in_human_labels")})
     report.table(rows, floatfmt=".3f")
 
 
