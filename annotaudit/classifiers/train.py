@@ -25,6 +25,7 @@ from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, make_record
 from annotaudit.core.runs import RunDir, console, progress
+from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking
 from annotaudit.models.base import load_image
 
 from .data import Example, as_task, load_splits, read_llm_labels, relabel, to_sample
@@ -32,7 +33,8 @@ from .metrics import decide, target_array, task_metrics
 from .mmbt import MMBT, WEIGHTS_FILE, MMBTConfig, SequenceBuilder, load_encoders, save_classifier, uses_segments
 
 HISTORY = "history.jsonl"
-OUTPUTS = ["model", "model.tmp", "model.old", "checkpoint", "checkpoint.tmp", "checkpoint.old", HISTORY, METRICS, RECORDS, *REPORT_FILES]
+OUTPUTS = ["model", "model.tmp", "model.old", "checkpoint", "checkpoint.tmp", "checkpoint.old", HISTORY, METRICS, RECORDS, *REPORT_FILES,
+           *TRACKING_OUTPUTS]
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ClassifierTrainConfig:
     seed: int = 0
     cpu: bool = False
     allow_pickle: bool = False  # load encoders that have only pickle weights (the user's explicit opt-in)
+    report_to: str = "none"  # also log each epoch to a dashboard: none, tensorboard (<out>/tensorboard) or wandb
 
 
 class Batcher:
@@ -178,12 +181,14 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
     config = {"task": task.name, **asdict(cfg), **(extra_config or {})}
     config.pop("cpu")
     config.pop("allow_pickle")
+    config.pop("report_to")  # where it logs, not what it trains: a resumed run may report elsewhere
     run = RunDir(out, config, kind="classify", inputs=inputs, items=len(test), force=force, outputs=OUTPUTS, start=False)
     for folder in ("model", "checkpoint"):  # a swap a kill interrupted: the intact copy goes back in place
         recover(out / folder)
     if (out / METRICS).is_file() and not run.holds_other_run():
         return read_json(out / METRICS)
-    accelerator = Accelerator(cpu=cfg.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator = Accelerator(cpu=cfg.cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+                              **accelerator_kwargs(cfg.report_to, out))
     set_seed(cfg.seed)
     has_images = any(ex.image is not None for ex in train + dev + test)
     text_model, tokenizer, image_model, processor = load_encoders(cfg.text_encoder, cfg.image_encoder if has_images else None, cfg.allow_pickle)
@@ -199,6 +204,7 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
     total = max(1, steps_per_epoch * cfg.epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
     run.start()  # inputs and encoders loaded: only now does the folder take this configuration
+    start_tracking(accelerator, cfg.report_to, "classify", out, config)
     state = load_checkpoint(out / "checkpoint", model, optimizer, scheduler) or {"epoch": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "best_dev": {}}
     if state["epoch"]:
         console.print(f"resuming {out} after epoch {state['epoch']}")
@@ -244,6 +250,7 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
         if accelerator.is_main_process:
             history.append([{"epoch": epoch + 1, "train_loss": float(np.mean(losses)) if losses else None, **{f"dev_{k}": v for k, v in dev_metrics.items()}}])
             save_checkpoint(out / "checkpoint", core, optimizer, scheduler, state)
+        accelerator.log(_epoch_figures(losses, scheduler.get_last_lr()[0], seen / max(time.time() - started, 1e-9), dev_metrics), step=epoch + 1)
         accelerator.wait_for_everyone()
         console.print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, dev {task.primary} {dev_metrics[task.primary]:.4f}{' (best)' if improved else ''}")
     return _finish(task, core, batcher, test, cfg, out, run, state, accelerator, seen / max(time.time() - started, 1e-9), len(train), len(dev))
@@ -268,7 +275,16 @@ def _finish(task: Task, model: MMBT, batcher: Batcher, test: list[Example], cfg:
         write_json(out / METRICS, result)
         train_report(task, result, history).write(out)
         run.finish(train_items_per_s=round(throughput, 2), best_epoch=state["best_epoch"])
+    accelerator.log({f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and v == v}, step=state["epoch"])
+    accelerator.end_training()
     return result
+
+
+def _epoch_figures(losses: list[float], lr: float, items_per_s: float, dev: dict[str, Any]) -> dict[str, float]:
+    """One epoch as a dashboard sees it: history.jsonl's loss and dev metrics, with the learning rate and throughput."""
+    figures = {"train/loss": float(np.mean(losses)) if losses else None, "train/lr": lr, "train/items_per_s": items_per_s,
+               **{f"dev/{k}": v for k, v in dev.items()}}
+    return {k: v for k, v in figures.items() if isinstance(v, int | float) and v == v}
 
 
 def plain_label(label: str | tuple[str, ...]) -> str | list[str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from .options import ALLOW_PICKLE, FORCE
+from .options import ALLOW_PICKLE, FORCE, REPORT_TO
 
 app = typer.Typer(help="Train MMBT on human labels and on LLM labels, and compare.", no_args_is_help=True)
 
@@ -18,13 +18,14 @@ NOANSWER_HELP = "What to do with items an LLM left unanswered: 'drop' them from 
 
 
 def _config(text_encoder: str, image_encoder: str, num_image_embeds: int, epochs: int, batch_size: int, lr: float, seed: int,
-            patience: int, freeze_text_epochs: int, freeze_image_epochs: int, max_length: int, cpu: bool, allow_pickle: bool = False):
+            patience: int, freeze_text_epochs: int, freeze_image_epochs: int, max_length: int, cpu: bool, allow_pickle: bool = False,
+            report_to: str = "none"):
     from annotaudit.classifiers.train import ClassifierTrainConfig
 
     return ClassifierTrainConfig(text_encoder=text_encoder, image_encoder=image_encoder, num_image_embeds=num_image_embeds,
                                  max_length=max_length, epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
                                  freeze_text_epochs=freeze_text_epochs, freeze_image_epochs=freeze_image_epochs, seed=seed, cpu=cpu,
-                                 allow_pickle=allow_pickle)
+                                 allow_pickle=allow_pickle, report_to=report_to)
 
 
 def _split_names(value: str | None) -> list[str] | None:
@@ -62,6 +63,7 @@ def classify_train_command(
     epochs: int = EPOCHS, batch_size: int = BATCH_SIZE, lr: float = LR, seed: int = SEED, patience: int = PATIENCE,
     freeze_text_epochs: int = FREEZE_TEXT, freeze_image_epochs: int = FREEZE_IMAGE, max_length: int = MAX_LENGTH,
     splits: str = SPLITS, languages: str = LANGUAGES, cpu: bool = CPU, force: bool = FORCE, allow_pickle: bool = ALLOW_PICKLE,
+    report_to: str = REPORT_TO,
 ) -> None:
     """Train MMBT on human labels or on an annotate run's labels; evaluate on the human test split. Rerun to resume.
 
@@ -70,7 +72,7 @@ def classify_train_command(
     from annotaudit.classifiers.train import classify_train
 
     cfg = _config(text_encoder, image_encoder, num_image_embeds, epochs, batch_size, lr, seed, patience, freeze_text_epochs,
-                  freeze_image_epochs, max_length, cpu, allow_pickle)
+                  freeze_image_epochs, max_length, cpu, allow_pickle, report_to)
     result = classify_train(task, data, out, cfg, labels=labels, noanswer=noanswer, splits=_split_names(splits), languages=languages, force=force)
     shown = ", ".join(f"{m}={result[m]:.3f}" for m in ("auroc", "accuracy", "micro_f1", "macro_f1") if m in result)
     Console().print(f"test: {shown} (best epoch {result['best_epoch']}); wrote {out / 'metrics.json'} and {out / 'report.md'}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
+from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, REPORT_TO, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
 
 app = typer.Typer(help="Build, train and evaluate LLaVA-NeXT vision-language models from any causal LLM.", no_args_is_help=True)
 
@@ -54,6 +54,7 @@ def lvlm_train_command(
     num_workers: int = typer.Option(0, help="Processes preparing batches while the model trains (results do not change)."),
     group_by_length: bool = typer.Option(False, "--group-by-length", help="Batch samples of similar length (less padding)."),
     cache_images: bool = typer.Option(False, "--cache-images", help="Keep each image's tensors in memory after first use (small image sets, several epochs)."),
+    report_to: str = REPORT_TO,
     force: bool = FORCE,
     allow_pickle: bool = ALLOW_PICKLE,
 ) -> None:
@@ -68,7 +69,8 @@ def lvlm_train_command(
     path = train(model, data, images, out, stage, lr=lr, epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lora=lora,
                      tune_vision=tune_vision, seed=seed, vision_lr=vision_lr, gradient_checkpointing=gradient_checkpointing,
                      precision=precision, max_length=max_length, save_every=save_every, force=force,
-                     num_workers=num_workers, group_by_length=group_by_length, cache_images=cache_images, allow_pickle=allow_pickle)
+                     num_workers=num_workers, group_by_length=group_by_length, cache_images=cache_images, allow_pickle=allow_pickle,
+                     report_to=report_to)
     typer.echo(f"trained model in {path}; loss curve in {path / 'report.html'}")
 
 

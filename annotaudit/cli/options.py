@@ -23,6 +23,8 @@ CACHE_DIR: Path = typer.Option(None, "--cache-dir", help="Request cache folder, 
 RETRIES: int = typer.Option(5, "--retries", help="Retries of a failed server request (429, 5xx, timeouts, dropped connections).")
 ALLOW_PICKLE: bool = typer.Option(False, "--allow-pickle", help="Load a checkpoint that has only pickle weights (pytorch_model.bin). "
                                    "Unpickling can run code: only for checkpoints you trust.")
+REPORT_TO: str = typer.Option("none", "--report-to", help="Also log loss, learning rate, throughput and evaluation figures to a dashboard: "
+                              "none, tensorboard (event files in <out>/tensorboard) or wandb. Not part of the run's configuration.")
 
 
 def engine_options(base_url: str | None, concurrency: int, timeout: float, rpm: int | None, tpm: int | None, cache_dir: Path | None,

@@ -28,6 +28,7 @@ from annotaudit.core.checkpoint import STATE, beside, files_written_into, load_s
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl, writing
 from annotaudit.core.runs import ConfigMismatch, RunDir, progress
+from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking
 from annotaudit.models.registry import check_model_folder, loading
 
 from .data import IGNORE, ConversationDataset, collate, load_conversations
@@ -38,7 +39,7 @@ LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_p
 STATE_DIR = "train_state"
 FINAL_TMP = "model.tmp"  # the trained model is written here whole, then moved into the run folder
 LOG, METRICS = "train_log.jsonl", "metrics.json"
-OUTPUTS = ["checkpoints", FINAL_TMP, LOG, METRICS, "report.md", "report.html", "report_files"]
+OUTPUTS = ["checkpoints", FINAL_TMP, LOG, METRICS, "report.md", "report.html", "report_files", *TRACKING_OUTPUTS]
 
 
 @dataclass
@@ -223,13 +224,14 @@ def _epoch_loader(dataset: ConversationDataset, cfg: TrainConfig, epoch: int, pa
                                        collate_fn=functools.partial(collate, pad_id=pad_id), shuffle=False, num_workers=num_workers)
 
 
-def _accelerator(cfg: TrainConfig) -> Accelerator:
+def _accelerator(cfg: TrainConfig, report_to: str = "none", out: Path | None = None) -> Accelerator:
     """A fresh Accelerator per call, so one process (a demo, a benchmark) can train several times."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state()  # keeps the process group; drops the previous run's precision and plugins
     GradientState._reset_state()
-    return Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision(cfg.precision))
+    return Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision(cfg.precision),
+                       **accelerator_kwargs(report_to, out or Path(".")))
 
 
 def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path | None, out: str | Path, stage: str,
@@ -237,14 +239,15 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
           tune_vision: bool = False, seed: int = 0, vision_lr: float = 2e-6, gradient_checkpointing: bool = False,
           precision: str = "auto", max_length: int = 2048, save_every: int = 0, warmup_ratio: float = 0.03,
           weight_decay: float = 0.0, force: bool = False, max_steps: int | None = None, num_workers: int = 0,
-          group_by_length: bool = False, cache_images: bool = False, allow_pickle: bool = False) -> Path:
+          group_by_length: bool = False, cache_images: bool = False, allow_pickle: bool = False, report_to: str = "none") -> Path:
     """Train one stage; the trained model is saved in `out` itself (loadable by path). Returns `out`.
 
     `max_steps` stops early (benchmarks, interrupted-run tests) without changing the schedule.
     `num_workers` processes prepare batches (images through the image processor) while the model
     trains; `cache_images` keeps each image's tensors after first use (each worker keeps its own).
     Neither changes the batches, and so neither changes the results. `allow_pickle` loads a model
-    that has only pickle weights (the user's explicit opt-in).
+    that has only pickle weights (the user's explicit opt-in). `report_to` (none, tensorboard, wandb)
+    also sends each step's loss, learning rate and throughput to a dashboard; TensorBoard's files go in `out`/tensorboard.
     """
     cfg = TrainConfig(str(model_dir), str(data_json), str(images_dir) if images_dir else None, stage,
                       DEFAULT_LR.get(stage, 0.0) if lr is None else lr, vision_lr, epochs, batch_size, grad_accum, lora,
@@ -253,7 +256,7 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     _check(cfg)
     check_model_folder(cfg.model, "--model", allow_pickle)
     out = Path(out)
-    accelerator = _accelerator(cfg)
+    accelerator = _accelerator(cfg, report_to, out)
     records = load_conversations(cfg.data)
     run = None
     if accelerator.is_main_process:
@@ -286,6 +289,7 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
     if run is not None:  # inputs and model loaded: only now does the folder take this configuration
         run.start()
     accelerator.wait_for_everyone()
+    start_tracking(accelerator, report_to, "lvlm-train", out, asdict(cfg))
     step, start_epoch, skip = 0, 0, 0
     latest = _latest_state(out)
     if latest is not None:
@@ -322,6 +326,8 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
                 mean_loss = accelerator.reduce(loss.detach(), reduction="mean").item()
                 if accelerator.is_main_process:
                     log.append([{"step": step, "epoch": epoch, "loss": round(mean_loss, 6), "lr": scheduler.get_last_lr()[0]}])
+                accelerator.log({"train/loss": mean_loss, "train/lr": scheduler.get_last_lr()[0], "train/epoch": epoch,
+                                 "train/samples_per_s": samples * accelerator.num_processes / max(time.time() - started, 1e-9)}, step=step)
                 end_of_epoch = batch_no == len(loader)
                 if (cfg.save_every and step % cfg.save_every == 0) or end_of_epoch:
                     _checkpoint(accelerator, model, optimizer, scheduler, processor, out, step, epoch + end_of_epoch,
@@ -377,6 +383,8 @@ def _finish(accelerator: Accelerator, run: RunDir | None, out: Path, step: int, 
             metrics = loss_metrics(steps, complete)
             write_json(out / METRICS, metrics)
             _report(steps, metrics, run.config).write(out)
+    accelerator.log({"run/samples_per_s": samples / seconds, "run/tokens_per_s": tokens / seconds}, step=step)
+    accelerator.end_training()
     accelerator.wait_for_everyone()
     return out
 
