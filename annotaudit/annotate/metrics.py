@@ -11,9 +11,6 @@ import warnings
 from collections import defaultdict
 from typing import Any
 
-from sklearn.metrics import cohen_kappa_score, f1_score, precision_recall_fscore_support, roc_auc_score
-from sklearn.preprocessing import MultiLabelBinarizer
-
 from annotaudit.core.metrics import Arrays, MetricSpec, defined, flags, ratio
 
 from .tasks import NOANSWER, Task
@@ -49,8 +46,11 @@ def label_scores(record: dict[str, Any]) -> dict[str, float] | None:
     return scores.get("probs") or scores.get("votes") or None
 
 
+# scikit-learn loads inside the functions below: compare imports this module for its specs alone.
 def _auroc(records: list[dict[str, Any]], task: Task) -> float | None:
     """Binary tasks: the positive label's probability; multi-class: one-vs-rest macro AUROC."""
+    from sklearn.metrics import roc_auc_score
+
     rows = [(r["target"], s) for r in records if (s := label_scores(r))]
     if len(rows) < 2 or len({t for t, _ in rows}) < 2:
         return None
@@ -66,6 +66,8 @@ def _auroc(records: list[dict[str, Any]], task: Task) -> float | None:
 
 
 def _single(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
     truth = [r["target"] for r in records]
     pred = [r["prediction"] for r in records]
     prec, rec, f1, support = precision_recall_fscore_support(truth, pred, labels=task.labels, zero_division=0)
@@ -83,6 +85,8 @@ def _single(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
 
 def kappa(a: list[Any], b: list[Any]) -> float | None:
     """Cohen's kappa, NOANSWER a category of its own; None when it is undefined."""
+    from sklearn.metrics import cohen_kappa_score
+
     if len(a) < 2:
         return None
     with warnings.catch_warnings():  # one shared label makes kappa undefined: reported as None
@@ -92,6 +96,9 @@ def kappa(a: list[Any], b: list[Any]) -> float | None:
 
 
 def _multi(records: list[dict[str, Any]], task: Task) -> dict[str, Any]:
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+    from sklearn.preprocessing import MultiLabelBinarizer
+
     mlb = MultiLabelBinarizer(classes=task.labels)
     truth = mlb.fit_transform([r["target"] for r in records])
     pred = mlb.transform([[] if r["prediction"] == NOANSWER else r["prediction"] for r in records])
