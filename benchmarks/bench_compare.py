@@ -134,14 +134,15 @@ def bench_kind(name: str, items: Any, stats: dict[str, Any], records: Records, l
 
 
 def bench_demo(folder: Path, resamples: int) -> None:
+    """compare's tables on the demo's run folders, as the demo compares them (its text-only arm labelled apart)."""
     from annotaudit.compare import comparison_tables
 
-    runs = [p for p in sorted(folder.rglob("run.json")) if p.parent != folder and p.parent.name != "compare" and (p.parent / "records.jsonl").is_file()
-            or p.parent.name.startswith("classify")]
-    folders = sorted({p.parent for p in runs})
+    parts = [*sorted(folder.glob("audit_*/*")), *sorted(folder.glob("annotate_*")), folder / "classify", folder / "classify_text_only"]
+    runs = [p for p in parts if (p / "run.json").is_file()]
+    labels = [f"human, text only={folder / 'classify_text_only'}"] if folder / "classify_text_only" in runs else []
     start = time.perf_counter()
-    tables = comparison_tables(folders, resamples=resamples)
-    print(f"\ncompare on the {len(folders)} run folders of {folder}: {len(tables)} tables in {time.perf_counter() - start:.2f} s ({resamples} resamples)")
+    tables = comparison_tables(runs, labels, resamples=resamples)
+    print(f"\ncompare on the {len(runs)} run folders of {folder}: {len(tables)} tables in {time.perf_counter() - start:.2f} s ({resamples} resamples)")
 
 
 def main() -> None:
