@@ -67,9 +67,9 @@ def loads(tmp_path_factory):
         mp.setenv("ANNOTAUDIT_CACHE", str(cache))
         mp.delenv("ANNOTAUDIT_NO_CACHE", raising=False)
         left = _kill_during_cache_write(cache)
-        after_kill = SimpleNamespace(temporaries=left, usable=lookup(GGUF, "float32"), entries=cached_models())
+        after_kill = SimpleNamespace(temporaries=left, usable=lookup(GGUF, cache_key(GGUF, "float32")), entries=cached_models())
         first = load_model(NAME, device="cpu", dtype="float32")
-        after_first = SimpleNamespace(temporaries=_temporaries(cache), entries=cached_models(), usable=lookup(GGUF, "float32"))
+        after_first = SimpleNamespace(temporaries=_temporaries(cache), entries=cached_models(), usable=lookup(GGUF, cache_key(GGUF, "float32")))
         second = load_model(NAME, device="cpu", dtype="float32")
     return SimpleNamespace(cache=cache, after_kill=after_kill, first=first, after_first=after_first, second=second)
 
@@ -110,9 +110,10 @@ def test_the_cache_key_covers_hash_dtype_and_transformers_version(loads, monkeyp
     key = cache_key(GGUF, "float32")
     assert manifest["key"] == key
     assert key["gguf_sha256"] == hashlib.sha256(GGUF.read_bytes()).hexdigest()
-    assert lookup(GGUF, "bfloat16") is None
+    assert lookup(GGUF, key) == loads.after_first.usable
+    assert lookup(GGUF, cache_key(GGUF, "bfloat16")) is None
     monkeypatch.setattr(gguf_cache, "transformers_version", lambda: "0.0.1")
-    assert lookup(GGUF, "float32") is None
+    assert lookup(GGUF, cache_key(GGUF, "float32")) is None
 
 
 def test_the_off_switch_neither_reads_nor_writes_the_cache(loads, monkeypatch):

@@ -258,14 +258,14 @@ class GGUFLM(CausalLM):
         gguf = Path(self.entry.checkpoint).expanduser() / str(self.entry.gguf_file)
         if not gguf_cache.cache_enabled() or not gguf.is_file():
             return super()._load()
-        dtype = str(self.dtype).removeprefix("torch.")
-        folder = gguf_cache.lookup(gguf, dtype, self.entry.tokenizer_kwargs)
+        key = gguf_cache.cache_key(gguf, str(self.dtype).removeprefix("torch."), self.entry.tokenizer_kwargs)
+        folder = gguf_cache.lookup(gguf, key)
         if folder is not None:
             return self._load_cached(folder)
         model, tok = super()._load()
         _drop_gguf_marks(model)
         try:
-            gguf_cache.store(gguf, dtype, self.entry.tokenizer_kwargs, model, tok)
+            gguf_cache.store(gguf, key, model, tok)
         except OSError as exc:
             warnings.warn(f"{gguf_cache.gguf_cache_dir()}: could not keep the de-quantised model ({exc}); the next load de-quantises again", stacklevel=2)
         return model, tok

@@ -125,9 +125,8 @@ def is_complete(folder: Path, key: dict[str, Any] | None = None) -> bool:
         return False
 
 
-def lookup(gguf: str | Path, dtype: str, tokenizer_kwargs: dict[str, Any] | None = None) -> Path | None:
-    """The complete cached folder for this GGUF file and dtype, or None."""
-    key = cache_key(gguf, dtype, tokenizer_kwargs)
+def lookup(gguf: str | Path, key: dict[str, Any]) -> Path | None:
+    """The complete cached folder for this GGUF file and key, or None."""
     folder = entry_dir(gguf, key)
     return folder if is_complete(folder, key) else None
 
@@ -162,11 +161,10 @@ def remove_stale_temporaries(root: Path | None = None) -> list[Path]:
     return removed
 
 
-def store(gguf: str | Path, dtype: str, tokenizer_kwargs: dict[str, Any] | None, model: Any, tokenizer: Any) -> Path:
+def store(gguf: str | Path, key: dict[str, Any], model: Any, tokenizer: Any) -> Path:
     """Write a de-quantised model and its tokenizer as a cache entry: into a temporary folder, manifest
     last, then renamed into place. Returns the entry's folder (another process's, if it won the race)."""
     gguf = Path(gguf).resolve()
-    key = cache_key(gguf, dtype, tokenizer_kwargs)
     final = entry_dir(gguf, key)
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(final.parent)
@@ -225,8 +223,10 @@ def cached_models() -> list[CachedModel]:
 
 
 def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
         n /= 1000
-    return f"{n:.1f} GB"
+        if n < 1000 or unit == "GB":
+            break
+    return f"{n:.1f} {unit}"
