@@ -290,7 +290,7 @@ def test_an_edited_input_is_refused_like_a_changed_option(tmp_path, tiny, review
     cfg = RunConfig(task=str(task), data=str(data), model=f"hf:{tiny('llama')}", mode="score")
     run(cfg, tmp_path / "out")
     data.write_text(data.read_text().replace("positive", "negative"))
-    with pytest.raises(ConfigMismatch, match="inputs"):
+    with pytest.raises(ConfigMismatch, match="input data"):
         run(cfg, tmp_path / "out")
     task.write_text(TASK.replace("Answer:", "Label:"))
     with pytest.raises(ConfigMismatch):

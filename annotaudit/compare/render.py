@@ -19,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from annotaudit.core.io import write_text  # noqa: E402
+from annotaudit.core.io import write_bytes, write_text  # noqa: E402
 from annotaudit.core.report import Report  # noqa: E402
 
 from .bootstrap import Interval  # noqa: E402
@@ -180,7 +180,7 @@ def write_outputs(out: Path, title: str, intro: str, tables: Sequence[Table], fo
         for t in tables:
             if t.name in charts:
                 chart_files[t.name] = f"{FIGURES}/{t.name}.png"
-                (out / chart_files[t.name]).write_bytes(charts[t.name])
+                write_bytes(out / chart_files[t.name], charts[t.name])
                 written.append(out / chart_files[t.name])
     report = build_report(title, intro, tables, charts)
     if "html" in formats:

@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .io import write_text  # noqa: E402
+from .io import write_bytes, write_text  # noqa: E402
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
@@ -349,7 +349,7 @@ class Report:
             (out / "report_files").mkdir(exist_ok=True)
         for i, png in enumerate(self._images):
             name = f"report_files/figure_{i + 1}.png"
-            (out / name).write_bytes(png)
+            write_bytes(out / name, png)
             names.append(name)
         md = out / "report.md"
         write_text(md, self.to_markdown(names))
