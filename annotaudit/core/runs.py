@@ -173,13 +173,13 @@ def fingerprint(path: str | Path | None, cache_dir: str | Path | None = None) ->
     included, so an edit that keeps a file's size is seen. With `cache_dir` (the run folder: RunDir
     passes its own) each file's hash is kept there in `.fingerprints.json` by path, size, mtime and
     ctime, so a rerun reads only the files that changed and costs one stat for each other file; a
-    folder's files under `cache_dir` itself are left out. None for no path, or one that does not
-    exist (a hub id).
+    folder's files under `cache_dir` itself are left out. None for no path, or one that is neither
+    a file nor a folder (a hub id).
     """
     if path is None:
         return None
     path = Path(path)
-    if not path.exists():
+    if not (path.is_file() or path.is_dir()):
         return None
     cache = DigestCache(cache_dir)
     if path.is_file():
