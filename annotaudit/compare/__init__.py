@@ -12,10 +12,11 @@ from annotaudit.core.io import write_json
 from annotaudit.core.runner import RECORDS
 from annotaudit.core.runs import RunDir
 
-from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL
+from .bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED, LEVEL, MIN_CLUSTERS, MIN_ITEMS
+from .multiplicity import ADJUSTMENTS
 from .render import FIGURES, FORMATS, write_outputs
 from .runs import parse_labels, read_runs
-from .tables import Figures, build_tables
+from .tables import ADJUSTMENT_NAMES, Figures, build_tables, check_plan, plan_differences
 
 RESULTS = "comparison.json"
 OUTPUTS = ["report.html", "report.md", "report.tex", "tables", FIGURES, RESULTS]
@@ -41,28 +42,43 @@ def _as_json(table: Any) -> dict[str, Any]:
             "note": table.note, "rows": [{k: cell(v) for k, v in row.items()} for row in table.rows]}
 
 
-def compare(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str] = (), resamples: int = DEFAULT_RESAMPLES,
-            seed: int = DEFAULT_SEED, formats: Sequence[str] | str | None = None, force: bool = False) -> dict[str, Any]:
-    """Read the runs, bootstrap every figure and every paired difference, write the report in each format.
+def _intro(runs: int, entries: int, resamples: int, seed: int, family: int, adjustment: str) -> str:
+    return (f"{runs} run folders, {entries} entries. Every figure has a {int(LEVEL * 100)}% interval in brackets, with its n and "
+            f"clusters: a percentile bootstrap from {resamples} resamples (seed {seed}), or, for a proportion on fewer than {MIN_ITEMS} "
+            f"items or {MIN_CLUSTERS} clusters, an exact Clopper–Pearson interval (†). POPE and VQA resample images, CHAIR images with "
+            "all their captions, annotation and MMBT items. A difference between two runs pairs their items by what they are and "
+            f"draws the same clusters for both. {family} paired differences form one family, adjusted by {ADJUSTMENT_NAMES[adjustment]}; "
+            "flags use the adjusted p-values.")
 
-    Returns what comparison.json holds: the seed, the number of resamples, the runs and every table.
+
+def compare(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str] = (), resamples: int = DEFAULT_RESAMPLES,
+            seed: int = DEFAULT_SEED, formats: Sequence[str] | str | None = None, force: bool = False, adjustment: str = "holm",
+            allow_unfinished: bool = False) -> dict[str, Any]:
+    """Read the runs, bootstrap every figure and every paired difference, adjust the differences' p-values over the
+    family, write the report in each format. Everything that can be refused is refused before the folder is written.
+
+    Returns what comparison.json holds: the seed, the number of resamples, the adjustment, the runs and every table.
     """
     if resamples < 100:
         raise InputError(f"--resamples must be at least 100 for a 95% interval (got {resamples})")
+    if adjustment not in ADJUSTMENTS:
+        raise InputError(f"unknown adjustment {adjustment!r}; choose one of {', '.join(ADJUSTMENTS)}")
     chosen = _formats(formats)
     label_map = parse_labels(list(labels))
-    entries = read_runs(list(runs), label_map)
+    entries = read_runs(list(runs), label_map, allow_unfinished)
+    figures = Figures(resamples, seed)
+    plan = plan_differences(entries)
+    check_plan(plan, figures)
     out = Path(out)
-    config = {"runs": [str(Path(r).resolve()) for r in runs],
-              "labels": {str(k): v for k, v in label_map.items()}, "resamples": resamples, "seed": seed, "level": LEVEL, "formats": chosen}
+    config = {"runs": [str(Path(r).resolve()) for r in runs], "labels": {str(k): v for k, v in label_map.items()}, "resamples": resamples,
+              "seed": seed, "level": LEVEL, "formats": chosen, "adjustment": adjustment, "allow_unfinished": allow_unfinished}
     rundir = RunDir(out, config, kind="compare", inputs=_inputs(runs), items=len(entries), force=force, outputs=OUTPUTS)
     started = time.time()
-    tables = build_tables(entries, Figures(resamples, seed))
-    intro = (f"{len(runs)} run folders, {len(entries)} entries. Every figure has a {int(LEVEL * 100)}% percentile bootstrap interval "
-             f"from {resamples} resamples (seed {seed}), in brackets. POPE resamples images, CHAIR captions, annotation and MMBT items; "
-             "a difference between two models resamples the items both evaluated, with the same draws for both.")
+    tables = build_tables(entries, figures, adjustment, plan)
+    intro = _intro(len(runs), len(entries), resamples, seed, len(plan), adjustment)
     written = write_outputs(out, "Comparison of runs", intro, tables, chosen)
-    result = {"seed": seed, "resamples": resamples, "level": LEVEL, "runs": config["runs"], "tables": [_as_json(t) for t in tables]}
+    result = {"seed": seed, "resamples": resamples, "level": LEVEL, "adjustment": adjustment, "comparisons": len(plan), "runs": config["runs"],
+              "tables": [_as_json(t) for t in tables]}
     write_json(out / RESULTS, result)
     rundir.finish(entries=len(entries), tables=len(tables), bootstrap_seconds=round(time.time() - started, 3))
     result["files"] = [str(p) for p in [*written, out / RESULTS]]
@@ -70,7 +86,7 @@ def compare(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str] =
 
 
 def comparison_tables(runs: Sequence[str | Path], labels: Sequence[str] = (), resamples: int = DEFAULT_RESAMPLES,
-                      seed: int = DEFAULT_SEED) -> list[dict[str, Any]]:
+                      seed: int = DEFAULT_SEED, adjustment: str = "holm") -> list[dict[str, Any]]:
     """The tables compare() would write to comparison.json, computed in memory and written nowhere (for reading old run folders)."""
     entries = read_runs(list(runs), parse_labels(list(labels)))
-    return [_as_json(t) for t in build_tables(entries, Figures(resamples, seed))]
+    return [_as_json(t) for t in build_tables(entries, Figures(resamples, seed), adjustment)]

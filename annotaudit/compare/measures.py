@@ -2,53 +2,81 @@
 
 The per-item arrays and aggregates are the commands' own MetricSpecs (audit.pope, audit.chair,
 annotate.metrics, lvlm.evaluate, classifiers.metrics), the very functions that wrote metrics.json,
-so the bootstrap resamples exactly the figures the runs reported. Compare adds only the clusters
-(POPE and VQA questions by image) and two figures over several parts: POPE's mean F1 over settings
+so the bootstrap resamples exactly the figures the runs reported. Compare adds what each item is
+(its key, for pairing across runs, and the content that must agree), the clusters (POPE and VQA
+questions by image, CHAIR captions by image), which figures are proportions (successes over trials,
+for exact intervals on few items), and two figures over several parts: POPE's mean F1 over settings
 and a classifier's metrics averaged over seeds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import numpy as np
 
 from annotaudit.annotate.metrics import METRICS as ANNOTATE_SPECS
+from annotaudit.audit.chair import MEAN_LENGTH
 from annotaudit.audit.chair import METRICS as CHAIR_SPECS
 from annotaudit.audit.pope import METRICS as POPE_SPECS
 from annotaudit.core.errors import InputError
 from annotaudit.core.metrics import Aggregate, MetricSpec, item_arrays, names
 from annotaudit.lvlm.evaluate import METRICS as VQA_SPECS
 
-from .bootstrap import Items, Statistic, mean_of
+from .bootstrap import Items, Proportion, Statistic, mean_of
 
 Records = list[dict[str, Any]]
 POPE_METRICS, CHAIR_METRICS, ANNOTATE_METRICS, VQA_METRICS = (names(s) for s in (POPE_SPECS, CHAIR_SPECS, ANNOTATE_SPECS, VQA_SPECS))
-
-
-class MetricMismatch(InputError):
-    """Records that cannot make one figure: the seeds of a classifier arm tested on different items."""
 
 
 def _statistics(specs: tuple[MetricSpec, ...]) -> dict[str, Statistic]:
     return {s.name: s.aggregate for s in specs}
 
 
-def _question_clusters(records: Records, prefix: str = "") -> tuple[list[str], list[str], str]:
-    """Question ids, and their images as clusters; by question when an answer carries no image."""
-    ids, clusters, images = [], [], True
-    for r in records:
-        ids.append(prefix + str((r.get("meta") or {}).get("question_id", r["id"])))
-        image = (r.get("input") or {}).get("image")
-        images &= image not in (None, "")
-        clusters.append(str(image) if image not in (None, "") else ids[-1])
-    return ids, clusters, "image" if images else "question"
+def content_hash(*parts: Any) -> str:
+    """A short hash of what an item is (its target, image, text), never of the rendered prompt."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _ones(arrays: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+    return arrays[name], np.ones(len(arrays[name]))
+
+
+def _pope_proportions() -> dict[str, Proportion]:
+    def share(top: tuple[str, ...], bottom: tuple[str, ...]) -> Proportion:
+        return lambda a: (sum(a[k] for k in top), sum(a[k] for k in bottom))
+
+    return {"accuracy": share(("tp", "tn"), ("counted",)), "precision": share(("tp",), ("tp", "fp")),
+            "recall": share(("tp",), ("tp", "fn")), "yes_ratio": share(("tp", "fp"), ("counted",))}
+
+
+# Which figures are proportions: per item, successes and trials (0/1 each), for exact intervals on few items.
+PROPORTIONS: dict[str, dict[str, Proportion]] = {
+    "pope": _pope_proportions(),
+    "chair": {"chair_s": lambda a: _ones(a, "hallucinating")},
+    "annotate": {"accuracy": lambda a: (a["correct"], a["labeled"]), "answer_rate": lambda a: _ones(a, "answered")},
+    "vqa": {"exact": lambda a: _ones(a, "exact"), "approx": lambda a: _ones(a, "approx")},
+}
 
 
 def pope_figures(records: Records, setting: str) -> tuple[Items, dict[str, Statistic]]:
-    """audit.pope's rates, its questions clustered by image."""
-    ids, clusters, unit = _question_clusters(records, f"{setting}/")
-    return Items(ids, clusters, unit, item_arrays(POPE_SPECS, records)), _statistics(POPE_SPECS)
+    """audit.pope's rates; a question is its image and object within the setting (ids and order differ between
+    files), its label must agree across runs, and the questions of one image form a cluster."""
+    from annotaudit.audit.pope_formats import question_key
+
+    ids, clusters, contents, images = [], [], [], True
+    for r in records:
+        given = r.get("input") or {}
+        image, obj = question_key(given.get("image"), given.get("prompt"))
+        images &= image is not None
+        qid = str((r.get("meta") or {}).get("question_id", r["id"]))
+        ids.append(f"{setting}/{image}/{obj}" if image is not None and obj is not None else f"{setting}/question {qid}")
+        clusters.append(str(image) if image is not None else ids[-1])
+        contents.append(str(r.get("target")))
+    items = Items(ids, clusters, "image" if images else "question", item_arrays(POPE_SPECS, records), contents)
+    return items, _statistics(POPE_SPECS)
 
 
 def pope_mean_f1(parts: list[Items]) -> tuple[Items, Statistic]:
@@ -67,21 +95,33 @@ def pope_mean_f1(parts: list[Items]) -> tuple[Items, Statistic]:
 
 
 def chair_figures(records: Records) -> tuple[Items, dict[str, Statistic]]:
-    """audit.chair's CHAIR_s, CHAIR_i and recall; each caption is its own cluster."""
+    """audit.chair's CHAIR_s, CHAIR_i and recall, and the mean caption length in words. An image is the key and the
+    cluster: all its captions come along, and its ground-truth objects must agree across runs."""
     ids = [str((r.get("meta") or {}).get("image_id", r["id"])) for r in records]
-    return Items(ids, ids, "caption", item_arrays(CHAIR_SPECS, records)), _statistics(CHAIR_SPECS)
+    contents = [content_hash(sorted(map(str, r.get("target") or []))) for r in records]
+    return Items(ids, ids, "image", item_arrays((*CHAIR_SPECS, MEAN_LENGTH), records), contents), _statistics((*CHAIR_SPECS, MEAN_LENGTH))
 
 
 def annotate_figures(records: Records) -> tuple[Items, dict[str, Statistic]]:
-    """annotate.metrics' accuracy over the labelled items (NOANSWER wrong) and answer rate over all, one item a cluster."""
+    """annotate.metrics' accuracy over the labelled items (NOANSWER wrong) and answer rate over all, one item a cluster;
+    an item is its id, with its human label, image and language as its content."""
     ids = [str(r["id"]) for r in records]
-    return Items(ids, ids, "item", item_arrays(ANNOTATE_SPECS, records)), _statistics(ANNOTATE_SPECS)
+    contents = [content_hash(r.get("target"), (r.get("input") or {}).get("image"), (r.get("meta") or {}).get("language")) for r in records]
+    return Items(ids, ids, "item", item_arrays(ANNOTATE_SPECS, records), contents), _statistics(ANNOTATE_SPECS)
 
 
 def vqa_figures(records: Records) -> tuple[Items, dict[str, Statistic]]:
-    """lvlm.evaluate's exact and approximate accuracy, questions clustered by image."""
-    ids, clusters, unit = _question_clusters(records)
-    return Items(ids, clusters, unit, item_arrays(VQA_SPECS, records)), _statistics(VQA_SPECS)
+    """lvlm.evaluate's exact and approximate accuracy; a question is its id with its answer and image as content,
+    questions clustered by image."""
+    ids, clusters, contents, images = [], [], [], True
+    for r in records:
+        qid = str((r.get("meta") or {}).get("question_id", r["id"]))
+        image = (r.get("input") or {}).get("image")
+        images &= image not in (None, "")
+        ids.append(qid)
+        clusters.append(str(image) if image not in (None, "") else qid)
+        contents.append(content_hash(r.get("target"), image))
+    return Items(ids, clusters, "image" if images else "question", item_arrays(VQA_SPECS, records), contents), _statistics(VQA_SPECS)
 
 
 def _seed_mean(aggregate: Aggregate, seeds: int) -> Statistic:
@@ -104,6 +144,8 @@ def mmbt_figures(seed_runs: list[Records], task: Any) -> tuple[Items, dict[str, 
     for k, records in enumerate(seed_runs):
         by_id = {str(r["id"]): r for r in records}
         if len(by_id) != len(ids) or any(i not in by_id for i in ids):
-            raise MetricMismatch(f"the seeds of one {task.name} classifier were tested on different items")
+            raise InputError(f"the seeds of one {task.name} classifier were tested on different items; name its runs apart with --label NAME=RUN_DIR")
         arrays.update({f"s{k}_{name}": v for name, v in item_arrays(specs, [by_id[i] for i in ids]).items()})
-    return Items(ids, ids, "item", arrays), {s.name: _seed_mean(s.aggregate, len(seed_runs)) for s in specs}
+    first = {str(r["id"]): r for r in seed_runs[0]}
+    contents = [content_hash(first[i].get("input"), first[i].get("target")) for i in ids]
+    return Items(ids, ids, "item", arrays, contents), {s.name: _seed_mean(s.aggregate, len(seed_runs)) for s in specs}

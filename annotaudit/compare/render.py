@@ -38,18 +38,28 @@ def _number(value: float | None, percent: bool) -> str:
     return "–" if value is None else f"{value:.1f}" if percent else f"{value:.3f}"
 
 
+def marks(value: Interval) -> str:
+    """' †' for an exact interval, ' ‡' for a bootstrap on too few clusters, ' (k undefined)' for resamples left out."""
+    return (" †" if value.method != "bootstrap" else "") + (" ‡" if value.unreliable else "") + (
+        f" ({value.undefined} undefined)" if value.undefined else "")
+
+
 def cell_text(value: Any, percent: bool) -> str:
-    """'85.3 [83.1, 87.2]' for a figure with its interval; labels as they are; empty for a missing cell."""
+    """'85.3 [83.1, 87.2]' for a figure with its interval (and its marks); labels as they are; empty for a missing cell."""
     if isinstance(value, Interval):
         if value.value is None:
             return "–"
         interval = f" [{_number(value.low, percent)}, {_number(value.high, percent)}]" if value.low is not None else ""
-        return _number(value.value, percent) + interval
+        return _number(value.value, percent) + interval + marks(value)
     return "" if value is None else str(value)
 
 
 def _header(table: Table) -> list[str]:
     return table.index + table.columns
+
+
+def _percent(table: Table, column: str) -> bool:
+    return table.percent and column not in table.plain
 
 
 # Charts -----------------------------------------------------------------------------------------
@@ -96,7 +106,7 @@ def build_report(title: str, intro: str, tables: Sequence[Table], charts: dict[s
         report.heading(t.title)
         if t.note:
             report.text(t.note)
-        report.table([{c: cell_text(row.get(c), t.percent) for c in _header(t)} for row in t.rows])
+        report.table([{c: cell_text(row.get(c), _percent(t, c)) for c in _header(t)} for row in t.rows])
         if t.name in charts:
             report.image(Image.open(io.BytesIO(charts[t.name])), t.title)
     return report
@@ -117,7 +127,8 @@ def write_csv(table: Table, path: Path) -> Path:
         for c in table.columns:
             v = row.get(c)
             if any(isinstance(r.get(c), Interval) for r in table.rows):
-                line += [_scaled(v.value, table.percent), _scaled(v.low, table.percent), _scaled(v.high, table.percent)] if isinstance(v, Interval) else ["", "", ""]
+                pct = _percent(table, c)
+                line += [_scaled(v.value, pct), _scaled(v.low, pct), _scaled(v.high, pct)] if isinstance(v, Interval) else ["", "", ""]
             else:
                 line.append("" if v is None else v)
         writer.writerow(["" if x is None else x for x in line])
@@ -128,7 +139,8 @@ def write_csv(table: Table, path: Path) -> Path:
 # LaTeX ------------------------------------------------------------------------------------------
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "−": "$-$"}
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "–": "--", "−": "$-$", "†": r"\dag{}", "‡": r"\ddag{}",
+                  "ω": r"$\omega$", "ρ": r"$\rho$", "α": r"$\alpha$", "ε": r"$\varepsilon$"}
 
 
 def latex_escape(text: str) -> str:
@@ -137,7 +149,8 @@ def latex_escape(text: str) -> str:
 
 def _latex_cell(value: Any, percent: bool) -> str:
     if isinstance(value, Interval) and value.value is not None and value.low is not None:
-        return f"{_number(value.value, percent)} {{\\scriptsize [{_number(value.low, percent)}, {_number(value.high, percent)}]}}".replace("-", "$-$")
+        text = f"{_number(value.value, percent)} {{\\scriptsize [{_number(value.low, percent)}, {_number(value.high, percent)}]}}".replace("-", "$-$")
+        return text + latex_escape(marks(value))
     return latex_escape(cell_text(value, percent))
 
 
@@ -148,7 +161,7 @@ def latex_table(table: Table) -> str:
              f"\\label{{tab:{table.name}}}", r"\resizebox{\linewidth}{!}{%",
              f"\\begin{{tabular}}{{{'l' * len(table.index)}{'r' * len(table.columns)}}}", r"\toprule",
              " & ".join(latex_escape(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(_latex_cell(row.get(c), table.percent) for c in header) + r" \\" for row in table.rows]
+    lines += [" & ".join(_latex_cell(row.get(c), _percent(table, c)) for c in header) + r" \\" for row in table.rows]
     lines += [r"\bottomrule", r"\end{tabular}}"]
     if table.note:
         lines.append(f"\\par\\smallskip\\footnotesize {latex_escape(table.note)}")

@@ -3,7 +3,8 @@
 A run's kind comes from its manifest (`run.json` kind); its dataset, model, prompt (or formatting),
 language and setting from the manifest's config and its records. A row is (kind, dataset, model, prompt); languages and
 settings are its columns, so the English and Italian runs of one model share a row. Two runs that
-fill the same cell are an error unless `--label` names them apart.
+fill the same cell are an error unless `--label` names them apart. Only finished runs whose records
+still give their own metrics.json are read, unless `allow_unfinished` lets the others in, marked.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from annotaudit.audit.pope_formats import setting_of
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, safe_path
 from annotaudit.core.runner import METRICS, read_run_records, run_config, run_manifest
 from annotaudit.core.runs import MANIFEST
 
-KINDS = ("pope", "chair", "vqa", "annotate", "mmbt")
-KIND_NAMES = {"pope": "POPE", "chair": "CHAIR", "vqa": "VQA", "annotate": "annotation", "mmbt": "MMBT"}
+KINDS = ("pope", "chair", "vqa", "annotate", "mmbt", "verdict")
+KIND_NAMES = {"pope": "POPE", "chair": "CHAIR", "vqa": "VQA", "annotate": "annotation", "mmbt": "MMBT", "verdict": "verdict"}
+UNFINISHED = "(unfinished)"
+TOLERANCE = 1e-9
 SETTINGS = ("random", "popular", "adversarial")
 LANGUAGE_TOKENS = {"en", "it"}
 
@@ -46,6 +50,11 @@ class Entry:
     def column(self) -> tuple[str, str]:
         return self.language, self.setting
 
+    @property
+    def pairing(self) -> str:
+        """The prompt less the mode: runs of one model in score and generate mode are compared too."""
+        return str(self.info.get("pairing", self.prompt))
+
 
 # Names -----------------------------------------------------------------------------------------
 
@@ -66,15 +75,6 @@ def dataset_name(path: Any, fallback: str) -> str:
     return "_".join(kept) or fallback
 
 
-def setting_name(value: Any) -> str:
-    """'coco_pope_random' -> 'random'; other names as they are."""
-    text = str(value or "")
-    for s in SETTINGS:
-        if text == s or text.endswith("_" + s):
-            return s
-    return text
-
-
 def _config_of(run: Path | None) -> dict[str, Any]:
     if run is None or not (run / MANIFEST).is_file():
         return {}
@@ -93,7 +93,8 @@ def _source_run(path: Any) -> Path | None:
 # Kinds -----------------------------------------------------------------------------------------
 
 # run.json kind -> the kind of compare's rows
-READS = {"pope": "pope", "chair": "chair", "vqa": "vqa", "annotate": "annotate", "classify": "mmbt", "classify-compare": "mmbt-compare"}
+READS = {"pope": "pope", "chair": "chair", "vqa": "vqa", "annotate": "annotate", "classify": "mmbt", "classify-compare": "mmbt-compare",
+         "verdict": "verdict"}
 
 
 def _pope(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Entry]:
@@ -104,14 +105,19 @@ def _pope(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> l
     answered_by = _config_of(_source_run(config.get("answers"))).get("model")  # answers taken from another run folder
     model = config.get("model") or source.get("model") or answered_by or Path(str(config.get("answers") or run)).stem
     mode, parser = config.get("mode", "generate"), config.get("parser", "pope")
+    metrics = _metrics_of(run)
+    labels = (metrics.get("protocol") or {}).get("labels") or {}
     cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in records:
         meta = r.get("meta") or {}
-        cells.setdefault((setting_name(meta.get("setting")), int(meta.get("template", 1))), []).append(r)
+        cells.setdefault((str(meta.get("setting")), int(meta.get("template", 1))), []).append(r)
     entries = []
-    for (setting, template), recs in cells.items():
+    for (raw_setting, template), recs in cells.items():
+        pairing = f"template {template}" + (f", {parser} parser" if parser != "pope" else "")
         prompt = f"template {template}" + (f", {mode}" if mode != "generate" else "") + (f", {parser} parser" if parser != "pope" else "")
-        entries.append(Entry("pope", dataset, model_name(model), prompt, config.get("language", "en"), setting, run, recs))
+        protocol = (labels.get(raw_setting) or {}).get("version") or "unknown"
+        entries.append(Entry("pope", dataset, model_name(model), prompt, config.get("language", "en"), setting_of(raw_setting), run, recs,
+                             {"pairing": pairing, "protocol": protocol, "label_sets": metrics.get("label_sets") or {}}))
     return entries
 
 
@@ -158,15 +164,15 @@ def _annotate(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) 
     task = _task(config)
     dataset = task.name if task is not None else (config.get("task_spec") or {}).get("name") or dataset_name(config.get("task"), "task")
     mode = config.get("mode", "generate")
-    prompt = mode + (f" x{config['samples']}" if mode == "generate" and config.get("samples", 1) > 1 else "") + (
-        f", judge {config['judge']}" if config.get("judge") else "")
+    judge = f", judge {config['judge']}" if config.get("judge") else ""
+    prompt = mode + (f" x{config['samples']}" if mode == "generate" and config.get("samples", 1) > 1 else "") + judge
     langs = config.get("languages") or []
     by_language: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         lang = (r.get("meta") or {}).get("language") or (langs[0] if len(langs) == 1 else "")
         by_language.setdefault(str(lang), []).append(r)
-    return [Entry("annotate", dataset, model_name(config.get("model")), prompt, lang, "", run, recs, {"task": task, "path": run})
-            for lang, recs in by_language.items()]
+    return [Entry("annotate", dataset, model_name(config.get("model")), prompt, lang, "", run, recs,
+                  {"task": task, "path": run, "pairing": judge.removeprefix(", ")}) for lang, recs in by_language.items()]
 
 
 def _vqa(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Entry]:
@@ -212,32 +218,120 @@ def _mmbt_compare(run: Path, config: dict[str, Any], metrics: dict[str, Any]) ->
     return entries
 
 
+def _verdict(run: Path, metrics: dict[str, Any]) -> list[Entry]:
+    if not isinstance(metrics.get("llms"), dict):
+        raise InputError("no llms in the metrics of this verdict run", path=run / METRICS)
+    humans = (run_manifest(run).get("inputs") or {}).get("humans") or {}
+    name = Path(str(humans.get("path") or run)).stem
+    return [Entry("verdict", name, "", "", "", "", run, [], {"metrics": metrics})]
+
+
+# Finished and untouched ------------------------------------------------------------------------
+
+def _metrics_of(run: Path) -> dict[str, Any]:
+    metrics = read_json(run / METRICS) if (run / METRICS).is_file() else {}
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def _differs(recorded: Any, computed: float) -> bool:
+    if recorded is None or isinstance(recorded, bool) or not isinstance(recorded, int | float):
+        return False
+    return abs(float(recorded) - computed) > TOLERANCE if computed == computed else True
+
+
+def _first_disagreement(kind: str, records: list[dict[str, Any]], metrics: dict[str, Any]) -> str | None:
+    """The first figure of metrics.json that the records no longer give, as 'name: recorded, records give'."""
+    from annotaudit.core.metrics import item_arrays
+
+    from . import measures
+
+    checks: list[tuple[str, Any, float]] = []
+    if kind == "pope":
+        for setting, templates in (metrics.get("templates") or {}).items():
+            for template, figures in (templates or {}).items():
+                part = [r for r in records if str((r.get("meta") or {}).get("setting")) == setting
+                        and str((r.get("meta") or {}).get("template", 1)) == str(template)]
+                arrays = item_arrays(measures.POPE_SPECS, part) if part else {}
+                checks += [(f"{setting} {s.name}", (figures or {}).get(s.name), s.value(arrays) if part else float("nan"))
+                           for s in measures.POPE_SPECS]
+    elif kind == "chair":
+        arrays = item_arrays(measures.CHAIR_SPECS, records)
+        checks += [(s.name, metrics.get(s.name), s.value(arrays)) for s in measures.CHAIR_SPECS]
+    elif kind == "annotate":
+        arrays = item_arrays(measures.ANNOTATE_SPECS, records)
+        checks += [("accuracy_all", metrics.get("accuracy_all"), measures.ANNOTATE_SPECS[0].value(arrays)),
+                   ("answer_rate", metrics.get("answer_rate"), measures.ANNOTATE_SPECS[1].value(arrays))]
+    elif kind == "vqa":
+        for formatting, figures in (metrics.get("formattings") or {}).items():
+            part = [r for r in records if str((r.get("meta") or {}).get("formatting")) == formatting]
+            if part:
+                arrays = item_arrays(measures.VQA_SPECS, part)
+                checks += [(f"{formatting} {s.name}", (figures or {}).get(s.name), s.value(arrays)) for s in measures.VQA_SPECS]
+    for name, recorded, computed in checks:
+        if _differs(recorded, computed):
+            return f"{name}: metrics.json has {recorded:.4f}, its records give {computed:.4f}"
+    return None
+
+
+def unfinished(run: Path, kind: str, records: list[dict[str, Any]] | None) -> str | None:
+    """Why a run cannot be compared as it is: no metrics.json, fewer records than its manifest's items,
+    or records that no longer give its own metrics.json; None for a finished, untouched run."""
+    if not (run / METRICS).is_file():
+        return "it has no metrics.json (unfinished)"
+    if records is None:
+        return None
+    expected = run_manifest(run).get("items")
+    if isinstance(expected, int) and len(records) < expected:
+        return f"it has {len(records)} records of the {expected} its run.json names (unfinished or edited)"
+    wrong = _first_disagreement(kind, records, _metrics_of(run))
+    return f"its records disagree with its own metrics.json ({wrong}): edited since it was scored" if wrong else None
+
+
 # Reading ---------------------------------------------------------------------------------------
 
-def read_run(run: str | Path, label: str | None = None) -> list[Entry]:
-    """The entries of one run folder; `label` replaces the model name in its rows."""
+def read_run(run: str | Path, label: str | None = None, allow_unfinished: bool = False) -> list[Entry]:
+    """The entries of one run folder; `label` replaces the model name in its rows. An unfinished or edited run is
+    refused in one line, or with `allow_unfinished` read and marked."""
     run = Path(run)
     if not run.is_dir():
         raise InputError("not a folder", path=run)
     config = run_config(run, tuple(READS), "annotaudit compare")
     kind = READS[run_manifest(run)["kind"]]
-    if kind == "mmbt-compare":
-        metrics = read_json(run / METRICS)
-        if not isinstance(metrics, dict) or "results" not in metrics:
-            raise InputError("no results in the metrics of this classify compare run (is it finished?)", path=run / METRICS)
-        entries = _mmbt_compare(run, config, metrics)
-    elif kind == "mmbt":
-        labels = str(config.get("labels", "human"))
-        entries = [_mmbt_entry(run, config["task"], labels, _labels_run(labels, []), [read_run_records(run)])]
-        entries[0].info["seed"] = config.get("seed")
+    records = read_run_records(run) if kind in ("pope", "chair", "annotate", "vqa", "mmbt") and (run / "records.jsonl").is_file() else None
+    if records is None and kind in ("pope", "chair", "annotate", "vqa", "mmbt"):
+        reason = "it has no records.jsonl (unfinished)"
     else:
-        records = read_run_records(run)
-        entries = {"pope": _pope, "chair": _chair, "annotate": _annotate, "vqa": _vqa}[kind](run, config, records)
+        reason = unfinished(run, kind, records)
+    if reason and not allow_unfinished:
+        raise InputError(f"not compared: {reason}; compare it anyway, marked {UNFINISHED}, with --allow-unfinished", path=run)
+    entries = _entries(run, kind, config, records or [])
+    for e in entries:
+        if reason:
+            e.info["unfinished"] = reason
     if label:
         for e in entries:
             e.info["model"] = e.model
             e.model = label
+    for e in entries:
+        if reason:
+            e.model = f"{e.model} {UNFINISHED}".strip()
     return entries
+
+
+def _entries(run: Path, kind: str, config: dict[str, Any], records: list[dict[str, Any]]) -> list[Entry]:
+    if kind == "verdict":
+        return _verdict(run, _metrics_of(run))
+    if kind == "mmbt-compare":
+        metrics = read_json(run / METRICS)
+        if not isinstance(metrics, dict) or "results" not in metrics:
+            raise InputError("no results in the metrics of this classify compare run (is it finished?)", path=run / METRICS)
+        return _mmbt_compare(run, config, metrics)
+    if kind == "mmbt":
+        labels = str(config.get("labels", "human"))
+        entries = [_mmbt_entry(run, config["task"], labels, _labels_run(labels, []), [records])]
+        entries[0].info["seed"] = config.get("seed")
+        return entries
+    return {"pope": _pope, "chair": _chair, "annotate": _annotate, "vqa": _vqa}[kind](run, config, records)
 
 
 def parse_labels(labels: list[str]) -> dict[Path, str]:
@@ -251,7 +345,7 @@ def parse_labels(labels: list[str]) -> dict[Path, str]:
     return out
 
 
-def read_runs(runs: list[str | Path], labels: dict[Path, str] | None = None) -> list[Entry]:
+def read_runs(runs: list[str | Path], labels: dict[Path, str] | None = None, allow_unfinished: bool = False) -> list[Entry]:
     """Every run's entries, MMBT arms linked to the given annotate runs, and no cell filled twice."""
     if not runs:
         raise InputError("give at least one run folder")
@@ -263,7 +357,7 @@ def read_runs(runs: list[str | Path], labels: dict[Path, str] | None = None) -> 
     unknown = [p for p in labels if p not in resolved]
     if unknown:
         raise InputError("--label names a folder that is not among the runs", path=unknown[0])
-    entries = [e for r in runs for e in read_run(r, labels.get(Path(r).resolve()))]
+    entries = [e for r in runs for e in read_run(r, labels.get(Path(r).resolve()), allow_unfinished)]
     annotate_runs = [e.run.resolve() for e in entries if e.kind == "annotate"]
     for e in entries:
         if e.kind == "mmbt" and e.info["trained_on"] is None and e.info["labels"] != "human":
