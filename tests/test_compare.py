@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from annotaudit.audit.pope import question_text
 from annotaudit.cli.main import app
-from annotaudit.compare.bootstrap import Items, bootstrap, draw_weights, paired_difference
+from annotaudit.compare.bootstrap import Items, bootstrap, draw_weights, flag, paired_difference
+from annotaudit.compare.exact import clopper_pearson
+from annotaudit.compare.multiplicity import resamples_needed
 from annotaudit.core.metrics import ratio
 
 runner = CliRunner()
@@ -27,7 +29,8 @@ CAPTIONS = {
     "en": {"good": "A dog sits on a chair next to a cup.", "poor": "A dog and a horse sit on a chair near a clock and a bird."},
     "it": {"good": "Un cane seduto su una sedia accanto a una tazza.", "poor": "Un cane e un cavallo su una sedia vicino a un orologio e un uccello."},
 }
-RESAMPLES = 300
+RESAMPLES = 1000
+REFERENCE = Path("/work/shared/reference/pope")
 
 
 def invoke(args: list) -> object:
@@ -249,7 +252,7 @@ def test_figures_equal_each_commands_own_metrics(compared, fixture_runs):
     for run in fixture_runs["chair"]:
         _, model, lang = run.name.split("_")
         cell = _row(chair, model=model)[f"CHAIR_i {lang}"]
-        assert cell["value"] == pytest.approx(_metrics(run)["chair_i"]) and cell["unit"] == "caption" and cell["n"] == 8
+        assert cell["value"] == pytest.approx(_metrics(run)["chair_i"]) and cell["unit"] == "image" and cell["n"] == 8
 
     vqa = _table(result, "vqa")
     for run in fixture_runs["vqa"]:
@@ -283,11 +286,15 @@ def test_paired_differences_name_common_items_and_flag_a_real_gap(compared):
     pope = [d for d in diffs if d["kind"] == "POPE" and d["A"] == "good" and d["B"] == "poor"]
     assert len(pope) == 8  # three settings and the mean F1, in each language
     for d in pope:
-        assert d["difference"]["flagged"] and d["excludes zero"] == "*" and d["difference"]["low"] > 0
+        assert d["difference"]["flagged"] and d["flagged"] == "*" and d["difference"]["low"] > 0
+        assert d["difference"]["adjusted"] >= d["difference"]["p_value"] and d["difference"]["adjusted"] <= 0.05
         assert d["common items"] == (120 if d["column"].endswith("mean F1") else 40) and d["clusters"] == "10 images"
     chair = next(d for d in diffs if d["kind"] == "CHAIR" and d["figure"] == "CHAIR_i" and d["column"] == "en")
-    assert chair["common items"] == 8 and chair["difference"]["value"] < 0 and chair["clusters"] == "8 captions"
+    assert chair["common items"] == 8 and chair["difference"]["value"] < 0 and chair["clusters"] == "8 images"
     assert any(d["kind"] == "MMBT" and d["A"] == "human" for d in diffs)
+    assert result["comparisons"] == len(diffs) and result["adjustment"] == "holm"
+    md = (compared / "report.md").read_text()
+    assert f"{len(diffs)} comparisons, one family: p-values adjusted by Holm" in md and "| n en |" in md
 
 
 def test_html_renders_in_headless_chromium(compared, chromium, tmp_path):
@@ -390,15 +397,19 @@ def synthetic(rng: np.random.Generator, shift: float = 0.0) -> tuple[Items, Item
 def test_a_true_difference_is_detected():
     a, b, _ = synthetic(np.random.default_rng(1), shift=0.15)
     diff = paired_difference(ratio("correct"), a, ratio("correct"), b, resamples=1000, seed=0)
+    flag([diff])
     assert diff.flagged and diff.low > 0 and diff.low < 0.15 < diff.high and diff.n == IMAGES * QUESTIONS and diff.clusters == IMAGES
 
 
 def test_no_difference_is_flagged_about_five_percent_of_the_time():
+    """One difference alone (a family of one): its p-value is at most 0.05 about one time in twenty."""
     rng = np.random.default_rng(2)
     flags = 0
     for draw in range(DRAWS):
         a, b, _ = synthetic(rng)
-        flags += paired_difference(ratio("correct"), a, ratio("correct"), b, resamples=400, seed=draw).flagged
+        diff = paired_difference(ratio("correct"), a, ratio("correct"), b, resamples=400, seed=draw)
+        flag([diff])
+        flags += diff.flagged
     assert 0.03 <= flags / DRAWS <= 0.07, flags / DRAWS
 
 
@@ -421,3 +432,201 @@ def test_weights_draw_whole_clusters():
     assert weights.shape == (50, 6)
     assert (weights[:, 0] == weights[:, 1]).all() and (weights[:, 3] == weights[:, 5]).all()
     assert (weights[:, [0, 2, 3]].sum(axis=1) == 3).all()  # three clusters drawn each time
+
+
+# Pairing by content, finished runs, small samples and multiplicity --------------------------------
+
+def _compare_fails(args: list, tmp_path: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "annotaudit.cli.main", "compare", *map(str, args), "--out", str(tmp_path / "refused")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not (tmp_path / "refused").exists()
+    return result.stderr
+
+
+def _pope_score(root: Path, name: str, questions: list[dict], right: float, seed: int) -> Path:
+    rng = random.Random(seed)
+    qfile, answers = root / f"{name}_q" / "coco_pope_random.json", root / f"{name}_answers.jsonl"
+    qfile.parent.mkdir(parents=True, exist_ok=True)
+    qfile.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    flip = {"yes": "no", "no": "yes"}
+    answers.write_text("".join(json.dumps({"question_id": q["question_id"], "text": q["label"] if rng.random() < right else flip[q["label"]]}) + "\n"
+                               for q in questions))
+    invoke(["audit", "pope", "score", "--questions", qfile, "--answers", answers, "--model", name, "--out", root / name])
+    return root / name
+
+
+def _questions(images: int = 10) -> list[dict]:
+    rng = random.Random(5)
+    out = []
+    for image in range(images):
+        for obj in rng.sample(OBJECTS, 4):
+            out.append({"question_id": len(out) + 1, "image": f"COCO_val2014_{image:012d}.jpg", "text": question_text(obj, "en"),
+                        "label": "yes" if len(out) % 2 else "no"})
+    return out
+
+
+def test_duplicate_captions_of_one_image_give_a_difference_of_exactly_zero(tmp_path):
+    """Two runs with identical captions, one image captioned twice: the image carries both captions, so the difference is 0."""
+    truth = {str(i): ["dog", "chair", "cup"] for i in (1, 2, 3)}
+    (tmp_path / "truth.json").write_text(json.dumps(truth))
+    lines = [(1, "A dog on a chair."), (1, "A dog with a horse and a clock."), (2, "A dog and a bird."), (3, "A cup.")]
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("".join(json.dumps({"image_id": i, "caption": c}) + "\n" for i, c in lines))
+    for name in ("a", "b"):
+        invoke(["audit", "chair", "score", "--captions", captions, "--ground-truth", tmp_path / "truth.json", "--model", name, "--out", tmp_path / name])
+    assert json.loads((tmp_path / "a" / "metrics.json").read_text())["chair_s"] > 0
+    invoke(["compare", tmp_path / "a", tmp_path / "b", "--out", tmp_path / "o", "--resamples", 200, "--format", "md"])
+    result = json.loads((tmp_path / "o" / "comparison.json").read_text())
+    for row in _table(result, "differences")["rows"]:
+        diff = row["difference"]
+        assert (diff["value"], diff["low"], diff["high"]) == (0.0, 0.0, 0.0) and diff["p_value"] == 1.0 and not diff["flagged"]
+        assert row["common items"] == 3 and row["clusters"] == "3 images"
+    cell = _row(_table(result, "chair"), model="a")["CHAIR_s en"]
+    assert cell["n"] == 4 and cell["clusters"] == 3 and cell["method"] == "korn-graubard" and cell["low"] < cell["value"] < cell["high"]
+
+
+def test_same_question_with_another_label_is_never_paired(tmp_path):
+    questions = _questions()
+    other = [dict(q) for q in questions]
+    other[5]["label"] = "no" if other[5]["label"] == "yes" else "yes"
+    a, b = _pope_score(tmp_path, "a", questions, 0.9, 1), _pope_score(tmp_path, "b", other, 0.9, 2)
+    line = _compare_fails([a, b], tmp_path)
+    assert "different content" in line and "never paired" in line and "random/" in line and str(b) in line
+
+
+def test_unfinished_and_edited_runs_are_refused_unless_allowed(tmp_path):
+    import shutil
+
+    run = _pope_score(tmp_path, "good", _questions(), 0.9, 1)
+    cases = {}
+    for name in ("no_metrics", "deleted", "edited"):
+        cases[name] = tmp_path / name
+        shutil.copytree(run, cases[name])
+    (cases["no_metrics"] / "metrics.json").unlink()
+    records = (run / "records.jsonl").read_text().splitlines()
+    (cases["deleted"] / "records.jsonl").write_text("\n".join(records[1:]) + "\n")
+    edited = [json.loads(line) for line in records]
+    edited[0]["prediction"] = "no" if edited[0]["prediction"] == "yes" else "yes"
+    (cases["edited"] / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in edited))
+    assert "no metrics.json" in _compare_fails([cases["no_metrics"]], tmp_path)
+    assert "39 records of the 40" in _compare_fails([cases["deleted"]], tmp_path)
+    line = _compare_fails([cases["edited"]], tmp_path)
+    assert "disagree with its own metrics.json" in line and "--allow-unfinished" in line
+    invoke(["compare", run, cases["edited"], "--label", f"edited={cases['edited']}", "--allow-unfinished", "--out", tmp_path / "o",
+            "--resamples", 200, "--format", "md"])
+    md = (tmp_path / "o" / "report.md").read_text()
+    assert "| edited (unfinished) | template 1 | random |" in md and "(unfinished) marks runs compared with --allow-unfinished" in md
+
+
+def test_the_older_and_newer_pope_random_files_pair_on_their_shared_questions(tmp_path):
+    """The file LLaVA used (2,910 questions) and today's (3,000) hold the same 2,910 (image, object) questions with the same
+    labels, in another order and with other ids (144 differ only by the older file's 'imange' typo)."""
+    older = [json.loads(line) for line in (REFERENCE / "e3e3926" / "coco_pope_random.json").read_text().splitlines() if line.strip()]
+    newer = [json.loads(line) for line in (REFERENCE / "coco_pope_random.json").read_text().splitlines() if line.strip()]
+    a, b = _pope_score(tmp_path, "older", older, 0.85, 1), _pope_score(tmp_path, "newer", newer, 0.85, 2)
+    invoke(["compare", a, b, "--out", tmp_path / "o", "--resamples", 200, "--format", "md"])
+    result = json.loads((tmp_path / "o" / "comparison.json").read_text())
+    (row,) = _table(result, "differences")["rows"]
+    assert row["common items"] == 2910 and row["clusters"] == "500 images" and row["column"] == "en random"
+    pope = _table(result, "pope_coco_pope")
+    assert "Two protocols in one column" in pope["note"] and "pope-e3e3926" in pope["note"]
+    assert _row(pope, model="older")["n en"] == "2910 (500 images)" and _row(pope, model="newer")["n en"] == "3000 (500 images)"
+
+
+def test_too_few_resamples_for_the_family_is_one_line(tmp_path):
+    runs = [_pope_score(tmp_path, name, _questions(), right, k) for k, (name, right) in enumerate((("a", 0.9), ("b", 0.8), ("c", 0.7)))]
+    line = _compare_fails([*runs, "--resamples", 100], tmp_path)
+    assert f"give --resamples {resamples_needed(3)} or more" in line and "3 paired differences" in line
+
+
+def test_verdict_rows_rank_llms_by_advantage_probability(tmp_path):
+    rng = random.Random(0)
+    items = [f"i{k}" for k in range(40)]
+    truth = {i: rng.choice("ABC") for i in items}
+    humans = {a: {i: truth[i] if rng.random() < 0.8 else rng.choice("ABC") for i in items} for a in ("h1", "h2", "h3")}
+    (tmp_path / "humans.json").write_text(json.dumps(humans))
+    (tmp_path / "llms.json").write_text(json.dumps({"guesser": {i: rng.choice("ABC") for i in items}, "oracle": truth}))
+    invoke(["annotate", "verdict", "--humans", tmp_path / "humans.json", "--llm", tmp_path / "llms.json", "--out", tmp_path / "v"])
+    invoke(["compare", tmp_path / "v", "--out", tmp_path / "o", "--resamples", 100, "--format", "md"])
+    metrics = json.loads((tmp_path / "v" / "metrics.json").read_text())
+    rows = _table(json.loads((tmp_path / "o" / "comparison.json").read_text()), "verdict")["rows"]
+    assert [r["LLM"] for r in rows] == ["oracle", "guesser"] and [r["rank"] for r in rows] == [1, 2]
+    for r in rows:
+        test = metrics["llms"][r["LLM"]]
+        assert r["ρ"]["value"] == test["advantage_probability"] and r["passed"] == ("yes" if test["passed"] else "no")
+        assert r["ω"] == f"{test['winning_rate']:.2f}" and r["α humans"]["value"] == metrics["agreement"]["humans"]["alpha"]["nominal"]["value"]
+    assert "| 1 | oracle |" in (tmp_path / "o" / "report.md").read_text()
+
+
+def _pope_items(rng: np.random.Generator, right: np.ndarray, images: int = 84, per_image: int = 6):
+    """POPE-like records (half yes) answered right with the given per-image probability, as compare's POPE items."""
+    from annotaudit.compare.measures import pope_figures
+
+    labels = np.tile(["yes", "no"], images * per_image // 2)
+    correct = rng.random(images * per_image) < np.repeat(right, per_image)
+    records = [{"id": str(k), "target": lab, "prediction": lab if ok else ("no" if lab == "yes" else "yes"),
+                "input": {"image": f"COCO_val2014_{k // per_image:012d}.jpg", "prompt": question_text(OBJECTS[k % per_image], "en")}}
+               for k, (lab, ok) in enumerate(zip(labels, correct))]
+    items, stats = pope_figures(records, "random")
+    return items, stats["f1"]
+
+
+def test_a_true_fifteen_point_f1_gap_survives_holm_over_twenty():
+    rng = np.random.default_rng(11)
+    difficulty = rng.beta(7, 3, 84)  # about 0.7 right, shared by the models on each image
+    strong, f1_strong = _pope_items(rng, np.clip(difficulty + 0.15, 0, 1))
+    weak, f1_weak = _pope_items(rng, difficulty)
+    assert len(strong) == 504
+    family = [paired_difference(f1_strong, strong, f1_weak, weak, resamples=1000, seed=0)]
+    for k in range(19):
+        a, f1_a = _pope_items(rng, difficulty)
+        b, f1_b = _pope_items(rng, difficulty)
+        family.append(paired_difference(f1_a, a, f1_b, b, resamples=1000, seed=k + 1))
+    assert 0.10 < family[0].value < 0.20
+    flag(family, "holm")
+    assert family[0].flagged and family[0].adjusted <= 0.05 and family[0].adjusted == pytest.approx(20 * family[0].p_value)
+
+
+def test_family_wise_flag_rate_with_no_difference_stays_at_five_percent():
+    """1,000 reports of five differences where nothing differs, each through paired_difference and Holm at the fewest resamples the family allows."""
+    rng = np.random.default_rng(12)
+    family, resamples = 5, resamples_needed(5)
+    ids = [str(k) for k in range(IMAGES * 3)]
+    clusters = [str(k // 3) for k in range(IMAGES * 3)]
+    any_flag = 0
+    for report in range(1000):
+        diffs = []
+        for k in range(family):
+            difficulty = np.repeat(rng.beta(3.5, 1.5, IMAGES), 3)
+            a, b = ((rng.random(IMAGES * 3) < difficulty).astype(float) for _ in range(2))
+            diffs.append(paired_difference(ratio("correct"), Items(ids, clusters, "image", {"correct": a}), ratio("correct"),
+                                           Items(ids, clusters, "image", {"correct": b}), resamples=resamples, seed=report * family + k))
+        flag(diffs, "holm")
+        any_flag += any(d.flagged for d in diffs)
+    assert any_flag / 1000 <= 0.064, any_flag / 1000
+
+
+def test_clopper_pearson_covers_at_least_95_percent_at_n_10():
+    from scipy.stats import binom
+
+    n = 10
+    bounds = [clopper_pearson(k, n) for k in range(n + 1)]
+    for p in np.linspace(0.005, 0.995, 199):
+        coverage = sum(binom.pmf(k, n, p) for k, (low, high) in enumerate(bounds) if low <= p <= high)
+        assert coverage >= 0.95, (p, coverage)
+
+
+def test_small_samples_get_exact_intervals_not_zero_width_ones():
+    ones = Items([str(k) for k in range(3)], [str(k) for k in range(3)], "item", {"correct": np.ones(3)})
+    from annotaudit.compare.measures import PROPORTIONS
+
+    interval = bootstrap(ratio("correct"), ones, resamples=200, seed=0, proportion=PROPORTIONS["vqa"]["exact"] and (lambda a: (a["correct"], np.ones(3))))
+    assert interval.method == "clopper-pearson" and interval.value == 1.0 and interval.high == 1.0 and interval.low == pytest.approx(0.025 ** (1 / 3))
+    clustered = Items([str(k) for k in range(40)], [str(k // 4) for k in range(40)], "image", {"correct": np.repeat([1.0, 0.0], 20)})
+    plain = Items(clustered.ids, clustered.ids, "item", clustered.arrays)
+    kg = bootstrap(ratio("correct"), clustered, proportion=lambda a: (a["correct"], np.ones(40)))
+    cp = bootstrap(ratio("correct"), plain, resamples=200, proportion=lambda a: (a["correct"], np.ones(40)))
+    assert kg.method == "korn-graubard" and cp.method == "bootstrap" and kg.high - kg.low > cp.high - cp.low
+    ratio_figure = bootstrap(ratio("correct"), clustered, resamples=200, seed=0)
+    assert ratio_figure.unreliable and ratio_figure.clusters == 10
