@@ -1,10 +1,11 @@
 """Backends over transformers. Each turns requests into a prompt prefix (ids or embeddings) and
-shares one generate and one score path; vision backends encode each distinct image once."""
+shares one generate and one score path; vision backends encode each distinct image once.
+Their names are listed in `backend_registry.BUILTIN_BACKENDS`, which imports this module on first use."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +13,10 @@ import torch
 import torch.nn.functional as F
 
 from . import gguf_cache
+from .backend_registry import BACKENDS, backend  # noqa: F401  (plugins import the decorator from here too)
 from .base import Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
 from .registry import loading
 from .templates import render_builtin, render_own
-
-BACKENDS: dict[str, type[HFModel]] = {}
-
-
-def backend(name: str) -> Callable[[type[HFModel]], type[HFModel]]:
-    """Register a backend class under a name (plugins may add their own)."""
-
-    def deco(cls: type[HFModel]) -> type[HFModel]:
-        BACKENDS[name] = cls
-        return cls
-
-    return deco
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -231,7 +221,6 @@ class HFModel(LoadedModel):
         return out
 
 
-@backend("causal")
 class CausalLM(HFModel):
     """Any decoder-only LM: Llama, Mistral, Vicuna, OpenLLaMA, Minerva, EuroLLM, Velvet, MIIA, SmolLM2."""
 
@@ -244,7 +233,6 @@ class CausalLM(HFModel):
         return model, tok
 
 
-@backend("gguf")
 class GGUFLM(CausalLM):
     """A GGUF file, de-quantized by transformers into an ordinary causal LM. The first load of a local file
     keeps the result as safetensors in the model cache (see models.gguf_cache); later loads read that."""
@@ -285,7 +273,6 @@ def _drop_gguf_marks(model: Any) -> None:
         del model.config.quantization_config
 
 
-@backend("seq2seq")
 class Seq2SeqLM(HFModel):
     """Encoder-decoder LMs such as Flan-T5: the prompt is encoded, the answer decoded."""
 
@@ -348,7 +335,6 @@ class VisionMixin:
         return images, index
 
 
-@backend("llava")
 class LlavaModel(VisionMixin, HFModel):
     """LLaVA-1.5 and LLaVA-NeXT (and anything AutoModelForImageTextToText loads the same way)."""
 
@@ -397,23 +383,10 @@ class LlavaModel(VisionMixin, HFModel):
         return self.model.generate(inputs_embeds=embeds, attention_mask=prefix["attention_mask"], **kw)
 
 
-@backend("llava_next")
 class LlavaNextModel(LlavaModel):
     model_class = "LlavaNextForConditionalGeneration"
 
 
-def _openai_backend(*args: Any, **kwargs: Any) -> LoadedModel:
-    """An OpenAI-compatible server; its module (and httpx) load only when such a model is named."""
-    from .openai_backend import OpenAIModel
-
-    return OpenAIModel(*args, **kwargs)
-
-
-_openai_backend.takes_engine_options = True  # type: ignore[attr-defined]
-BACKENDS["openai"] = _openai_backend  # type: ignore[assignment]
-
-
-@backend("instructblip")
 class InstructBlipModel(VisionMixin, Seq2SeqLM):
     """InstructBLIP with a Vicuna or a Flan-T5 language model; the Q-Former reads the instruction too."""
 
@@ -484,12 +457,3 @@ class InstructBlipModel(VisionMixin, Seq2SeqLM):
             return Seq2SeqLM._score_prefix(self, prefix, continuations)
         return HFModel._score_prefix(self, prefix, continuations)
 
-
-def _vllm_model(entry: ModelEntry, **kwargs: Any) -> LoadedModel:
-    """vLLM loads only when a `vllm` model is asked for; annotaudit runs without it."""
-    from .vllm_backend import VLLMModel
-
-    return VLLMModel(entry, **kwargs)
-
-
-BACKENDS["vllm"] = _vllm_model  # type: ignore[assignment]

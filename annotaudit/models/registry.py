@@ -1,11 +1,12 @@
-"""The model registry: built-in entries, entries from plugins, and ad-hoc `hf:` specs.
+"""The model registry: built-in entries, entries from plugins, and ad-hoc prefixed names (`hf:`, `openai:`, `vllm:`).
 
 A plugin package declares, in its pyproject.toml,
 
     [project.entry-points."annotaudit.models"]
     my-models = "my_package:entries"
 
-where `entries` is a list of ModelEntry, or a function returning one.
+where `entries` is a list of ModelEntry, or a function returning one. Its entries may name a backend
+that a plugin adds through the `annotaudit.backends` group (see `backend_registry`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import difflib
 import importlib.util
 import pickle
+import pkgutil
 from collections.abc import Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -21,9 +23,17 @@ from pathlib import Path
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json
 
+from .backend_registry import BACKENDS
 from .base import IMAGE_TEXT, TEXT, ModelEntry
 
 ENTRY_POINT_GROUP = "annotaudit.models"
+
+# Names outside the registry: a prefix, the "module:function" that makes an entry of the rest of the name, and what the rest is.
+PREFIXES: dict[str, tuple[str, str]] = {
+    "hf:": ("annotaudit.models.registry:entry_from_checkpoint", "hub id or local path"),
+    "openai:": ("annotaudit.models.registry:openai_entry", "served model name"),
+    "vllm:": ("annotaudit.models.vllm_backend:entry_for", "hub id or path[?engine options]"),
+}
 
 
 class UnknownModel(KeyError):
@@ -84,6 +94,7 @@ class Registry:
 
     def __init__(self, entries: Iterable[ModelEntry] = ()):
         self._entries: dict[str, ModelEntry] = {}
+        self.prefixes = dict(PREFIXES)
         self.plugin_errors: list[str] = []
         for entry in entries:
             self.add(entry)
@@ -112,24 +123,22 @@ class Registry:
                     self.add(ModelEntry(**{**entry.to_dict(), "source": source}))
             except Exception as exc:  # a broken plugin must not break the toolkit
                 self.plugin_errors.append(f"{source} ({ep.value}): {exc}")
+        BACKENDS.load_plugins()
+        self.plugin_errors.extend(BACKENDS.plugin_errors)
 
     def resolve(self, name: str) -> ModelEntry:
-        """A registry name, `hf:<hub id or path>`, or an existing local path."""
+        """A registry name, a prefixed name (`hf:<hub id or path>`, ...), or an existing local path."""
         if name in self._entries:
             return self._entries[name]
-        if name.startswith("hf:"):
-            return entry_from_checkpoint(name[3:])
-        if name.startswith("openai:") and len(name) > len("openai:"):
-            return openai_entry(name[len("openai:"):])
-        if name.startswith("vllm:"):
-            from .vllm_backend import entry_for
-
-            return entry_for(name[5:])
+        for prefix, (make, _) in self.prefixes.items():
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return pkgutil.resolve_name(make)(name[len(prefix):])
         if Path(name).exists():
             return entry_from_checkpoint(name)
         close = difflib.get_close_matches(name, list(self._entries), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UnknownModel(f"unknown model {name!r}.{hint} See `annotaudit models list`, or use hf:<hub id or local path> or openai:<served model name>.")
+        forms = " or ".join(f"{prefix}<{rest}>" for prefix, (_, rest) in self.prefixes.items())
+        raise UnknownModel(f"unknown model {name!r}.{hint} See `annotaudit models list`, or use {forms}.")
 
 
 _VISION_BACKENDS = {"llava": "llava", "llava_next": "llava_next", "instructblip": "instructblip"}

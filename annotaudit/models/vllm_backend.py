@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 from annotaudit.core.errors import InputError
 
 from .base import Generation, GenerationConfig, LoadedModel, ModelEntry, Request, load_image
+from .registry import entry_from_checkpoint
 from .templates import render_builtin, render_own
 
 # Weights come from safetensors only: pickle (.bin) files can run code when loaded.
@@ -52,8 +53,6 @@ def split_spec(checkpoint: str) -> tuple[str, dict[str, Any]]:
 
 def entry_for(spec: str) -> ModelEntry:
     """The entry of `vllm:<id or path>[?options]`: backend vllm, modality and template from the config."""
-    from .registry import entry_from_checkpoint
-
     where, _ = split_spec(spec)
     if where.endswith(".gguf"):
         raise InputError("the vllm backend loads safetensors checkpoints; convert the GGUF file first (transformers from_pretrained + save_pretrained)", path=where)
