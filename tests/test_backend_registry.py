@@ -29,6 +29,7 @@ version = "0.0.1"
 question-answer = "annotaudit_backend_example.backend:QuestionAnswerLM"
 causal = "annotaudit_backend_example.backend:QuestionAnswerLM"
 missing = "annotaudit_backend_missing:Model"
+not-a-model = "annotaudit_backend_example:entries"
 
 [project.entry-points."{ENTRY_POINT_GROUP}"]
 example = "annotaudit_backend_example:entries"
@@ -68,10 +69,11 @@ out["prompt"] = model.render_prompt("Is the sky blue?", False)
 raw = load_model(ModelEntry(name="raw", backend="causal", checkpoint=model.entry.checkpoint, chat_template="raw"))
 out["raw_answer"] = [g.texts[0] for g in raw.generate([Request(out["prompt"])], cfg)]
 out["causal_class"] = type(raw).__qualname__
-try:
-    load_model(ModelEntry(name="needs-missing", backend="missing", checkpoint="x"))
-except InputError as exc:
-    out["missing"] = str(exc)
+for broken in ("missing", "not-a-model"):
+    try:
+        load_model(ModelEntry(name="needs-" + broken, backend=broken, checkpoint="x"))
+    except InputError as exc:
+        out[broken] = str(exc)
 print(json.dumps(out))
 '''
 
@@ -107,6 +109,7 @@ def test_a_backend_from_an_entry_point_loads_when_its_model_does(tmp_path, tiny)
     assert out["causal_class"] == "CausalLM"
     assert any("backend 'causal' is already registered (built-in)" in e for e in out["plugin_errors"])
     assert "backend 'missing' (annotaudit_backend_missing:Model, plugin:annotaudit-backend-example) cannot be imported" in out["missing"]
+    assert out["not-a-model"] == "backend 'not-a-model' (annotaudit_backend_example:entries, plugin:annotaudit-backend-example) is not a LoadedModel class"
 
     listing = subprocess.run([str(Path(sys.executable).with_name("annotaudit")), "models", "list"], capture_output=True, text=True, env=env, timeout=300)
     assert listing.returncode == 0, listing.stderr

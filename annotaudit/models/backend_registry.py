@@ -84,6 +84,8 @@ class Backends(Mapping[str, type[LoadedModel]]):
                 found = pkgutil.resolve_name(found)
             except (ImportError, AttributeError, ValueError) as exc:
                 raise InputError(f"backend {name!r} ({self._targets[name]}, {self._sources[name]}) cannot be imported: {exc}") from exc
+            if not (isinstance(found, type) and issubclass(found, LoadedModel)):
+                raise InputError(f"backend {name!r} ({self._targets[name]}, {self._sources[name]}) is not a LoadedModel class")
             self._targets[name] = found
         return found
 
