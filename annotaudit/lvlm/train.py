@@ -224,14 +224,14 @@ def _epoch_loader(dataset: ConversationDataset, cfg: TrainConfig, epoch: int, pa
                                        collate_fn=functools.partial(collate, pad_id=pad_id), shuffle=False, num_workers=num_workers)
 
 
-def _accelerator(cfg: TrainConfig, report_to: str = "none", out: Path | None = None) -> Accelerator:
+def _accelerator(cfg: TrainConfig, report_to: str, out: Path) -> Accelerator:
     """A fresh Accelerator per call, so one process (a demo, a benchmark) can train several times."""
     from accelerate.state import AcceleratorState, GradientState
 
     AcceleratorState._reset_state()  # keeps the process group; drops the previous run's precision and plugins
     GradientState._reset_state()
     return Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=_mixed_precision(cfg.precision),
-                       **accelerator_kwargs(report_to, out or Path(".")))
+                       **accelerator_kwargs(report_to, out))
 
 
 def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path | None, out: str | Path, stage: str,
