@@ -1,8 +1,10 @@
 """Batched generation against one input at a time, same inputs, identical greedy outputs.
 
-    python benchmarks/bench_generation.py [--model smollm2-135m-instruct] [--n 32] [--batch-size 8]
+    python benchmarks/bench_generation.py [--model smollm2-135m-instruct] [--n 64] [--batch-size 8,16,32]
 
-Without --model it builds a tiny Llama offline. Prints samples/s of each side and the ratio.
+Without --model it builds a tiny Llama offline. One-at-a-time runs once; each batch size then runs the
+same inputs in the same process. Prints samples/s of each side and the ratio per batch size, and fails
+if any batched text differs from its one-at-a-time text.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+
+import torch
 
 from annotaudit.models import GenerationConfig, Request, load_model
 from annotaudit.testing.tiny_models import tiny_causal_lm
@@ -24,8 +28,8 @@ PROMPTS = [
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="registry name or hf:path; default: a tiny Llama built here")
-    ap.add_argument("--n", type=int, default=32)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--n", type=int, default=64)
+    ap.add_argument("--batch-size", default="8,16,32", help="one batch size or several, comma-separated")
     ap.add_argument("--max-new-tokens", type=int, default=16)
     args = ap.parse_args()
     name = args.model or "hf:" + str(tiny_causal_lm(tempfile.mkdtemp() + "/tiny-llama"))
@@ -37,20 +41,20 @@ def main() -> None:
     start = time.perf_counter()
     single = [model.generate([r], cfg)[0].texts for r in requests]
     t_single = time.perf_counter() - start
-    start = time.perf_counter()
-    batched = []
-    for i in range(0, len(requests), args.batch_size):
-        batched += [g.texts for g in model.generate(requests[i : i + args.batch_size], cfg)]
-    t_batched = time.perf_counter() - start
-
-    same = sum(a == b for a, b in zip(single, batched))
-    print(f"model: {name}")
+    print(f"model: {name}, {args.n} prompts, max_new_tokens {args.max_new_tokens}, torch threads {torch.get_num_threads()}")
     print(f"one at a time: {args.n / t_single:8.2f} samples/s")
-    print(f"batched (bs={args.batch_size}): {args.n / t_batched:8.2f} samples/s")
-    print(f"ratio batched/one-at-a-time: {t_single / t_batched:.2f}x")
-    print(f"identical greedy outputs: {same}/{args.n}")
-    if same != args.n:
-        raise SystemExit("batched and one-at-a-time greedy outputs differ")
+    differ = []
+    for size in [int(b) for b in str(args.batch_size).split(",")]:
+        start = time.perf_counter()
+        batched = []
+        for i in range(0, len(requests), size):
+            batched += [g.texts for g in model.generate(requests[i : i + size], cfg)]
+        t_batched = time.perf_counter() - start
+        same = sum(a == b for a, b in zip(single, batched))
+        print(f"batched (bs={size:>2}): {args.n / t_batched:8.2f} samples/s  ratio {t_single / t_batched:5.2f}x  identical texts {same}/{args.n}")
+        differ += [size] if same != args.n else []
+    if differ:
+        raise SystemExit(f"batched and one-at-a-time greedy outputs differ at batch size {differ}")
 
 
 if __name__ == "__main__":
