@@ -75,7 +75,7 @@ def classify_train_command(
                   freeze_image_epochs, max_length, cpu, allow_pickle, report_to)
     result = classify_train(task, data, out, cfg, labels=labels, noanswer=noanswer, splits=_split_names(splits), languages=languages, force=force)
     shown = ", ".join(f"{m}={result[m]:.3f}" for m in ("auroc", "accuracy", "micro_f1", "macro_f1") if m in result)
-    Console().print(f"test: {shown} (best epoch {result['best_epoch']}); wrote {out / 'metrics.json'} and {out / 'report.md'}")
+    Console(soft_wrap=True).print(f"test: {shown} (best epoch {result['best_epoch']}); wrote {out / 'metrics.json'} and {out / 'report.md'}")
 
 
 @app.command("compare")
@@ -101,7 +101,7 @@ def classify_compare_command(
     cfg = _config(text_encoder, image_encoder, num_image_embeds, epochs, batch_size, lr, seed, patience, freeze_text_epochs,
                   freeze_image_epochs, max_length, cpu, allow_pickle)
     metrics = classify_compare(task, data, run_dirs, out, seeds, cfg, noanswer=noanswer, splits=_split_names(splits), languages=languages, force=force)
-    console = Console()
+    console = Console(soft_wrap=True)
     for name, res in metrics["results"].items():
         shown = ", ".join(f"{m}={res[m]['mean']:.3f}±{res[m]['std']:.3f}" for m in metrics["metrics"] if m in res)
         console.print(f"{name}: {shown}")
@@ -126,4 +126,4 @@ def classify_predict_command(
     from annotaudit.classifiers.predict import classify_predict
 
     metrics = classify_predict(model, data, out, task=task, split=split, languages=languages, batch_size=batch_size, force=force)
-    Console().print(f"labelled {metrics['n']} items; wrote {out / 'records.jsonl'} and {out / 'metrics.json'}")
+    Console(soft_wrap=True).print(f"labelled {metrics['n']} items; wrote {out / 'records.jsonl'} and {out / 'metrics.json'}")
