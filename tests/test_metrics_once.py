@@ -182,3 +182,13 @@ def test_auroc_is_undefined_with_one_class():
     task = get_task("hateful_memes")
     probs = np.array([[0.2, 0.8], [0.6, 0.4]])
     assert np.isnan(classifier.task_metrics(task, probs, [task.positive, task.positive])["auroc"])
+
+
+def test_seeds_tested_on_different_items_are_one_line_of_bad_input():
+    from annotaudit.core.errors import InputError
+
+    task = get_task("hateful_memes")
+    def seed(ids):
+        return [{"id": i, "target": task.positive, "scores": {c: 0.5 for c in task.classes}} for i in ids]
+    with pytest.raises(InputError, match="tested on different items; name its runs apart with --label"):
+        measures.mmbt_figures([seed(["a", "b"]), seed(["a", "c"])], task)

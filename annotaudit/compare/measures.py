@@ -40,6 +40,10 @@ def content_hash(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _file_name(path: Any) -> str | None:
+    return None if path in (None, "") else str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def _ones(arrays: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
     return arrays[name], np.ones(len(arrays[name]))
 
@@ -104,9 +108,9 @@ def chair_figures(records: Records) -> tuple[Items, dict[str, Statistic]]:
 
 def annotate_figures(records: Records) -> tuple[Items, dict[str, Statistic]]:
     """annotate.metrics' accuracy over the labelled items (NOANSWER wrong) and answer rate over all, one item a cluster;
-    an item is its id, with its human label, image and language as its content."""
+    an item is its id, with its human label, image file name and language as its content."""
     ids = [str(r["id"]) for r in records]
-    contents = [content_hash(r.get("target"), (r.get("input") or {}).get("image"), (r.get("meta") or {}).get("language")) for r in records]
+    contents = [content_hash(r.get("target"), _file_name((r.get("input") or {}).get("image")), (r.get("meta") or {}).get("language")) for r in records]
     return Items(ids, ids, "item", item_arrays(ANNOTATE_SPECS, records), contents), _statistics(ANNOTATE_SPECS)
 
 
@@ -120,7 +124,7 @@ def vqa_figures(records: Records) -> tuple[Items, dict[str, Statistic]]:
         images &= image not in (None, "")
         ids.append(qid)
         clusters.append(str(image) if image not in (None, "") else qid)
-        contents.append(content_hash(r.get("target"), image))
+        contents.append(content_hash(r.get("target"), _file_name(image)))
     return Items(ids, clusters, "image" if images else "question", item_arrays(VQA_SPECS, records), contents), _statistics(VQA_SPECS)
 
 
@@ -147,5 +151,6 @@ def mmbt_figures(seed_runs: list[Records], task: Any) -> tuple[Items, dict[str, 
             raise InputError(f"the seeds of one {task.name} classifier were tested on different items; name its runs apart with --label NAME=RUN_DIR")
         arrays.update({f"s{k}_{name}": v for name, v in item_arrays(specs, [by_id[i] for i in ids]).items()})
     first = {str(r["id"]): r for r in seed_runs[0]}
-    contents = [content_hash(first[i].get("input"), first[i].get("target")) for i in ids]
+    given = {i: first[i].get("input") or {} for i in ids}  # not the image: a text-only arm tests the same items without it
+    contents = [content_hash(given[i].get("text"), given[i].get("text_pair"), first[i].get("target")) for i in ids]
     return Items(ids, ids, "item", arrays, contents), {s.name: _seed_mean(s.aggregate, len(seed_runs)) for s in specs}

@@ -140,7 +140,6 @@ def audit_figures(root: Path) -> dict[tuple[str, str, str, str, str], Cell]:
     """POPE and CHAIR figures before and after training with bootstrap intervals (images for POPE, captions for CHAIR),
     and the paired change after - before, keyed (kind, when or 'change', language, setting, metric)."""
     from annotaudit.compare.bootstrap import DEFAULT_RESAMPLES, DEFAULT_SEED
-    from annotaudit.compare.measures import MetricMismatch
     from annotaudit.compare.runs import read_run
     from annotaudit.compare.tables import Figures
 
@@ -166,7 +165,7 @@ def audit_figures(root: Path) -> dict[tuple[str, str, str, str, str], Cell]:
                 diff = figures.difference(entry, before, CHANGE_METRIC[kind])
                 if diff is not None and diff.value is not None:
                     out[(kind, "change", lang, setting, CHANGE_METRIC[kind])] = diff.as_dict()
-        except (MetricMismatch, InputError):
+        except InputError:
             continue
     return out
 
@@ -178,7 +177,6 @@ def comparison(root: Path) -> dict[str, dict[str, Any]]:
     if isinstance(saved, dict):
         return {t["name"]: t for t in saved.get("tables", []) if isinstance(t, dict) and "name" in t}
     from annotaudit.compare import comparison_tables
-    from annotaudit.compare.measures import MetricMismatch
 
     text_only = root / "classify_text_only"
     runs = [p for p in [*sorted(root.glob("annotate_*")), root / "classify", text_only] if (p / "run.json").is_file()]
@@ -187,7 +185,7 @@ def comparison(root: Path) -> dict[str, dict[str, Any]]:
     labels = [f"human, text only={text_only}"] if text_only in runs else []
     try:
         return {t["name"]: t for t in comparison_tables(runs, labels)}
-    except (InputError, MetricMismatch):
+    except InputError:
         return {}
 
 
