@@ -1086,6 +1086,55 @@ def _(w):
     return Case(["lvlm", "score", "--run", str(w.p("empty"))], ["empty"])
 
 
+# annotaudit compare: unfinished, edited, unpairable and too few resamples ---------------------------
+
+
+def _compare(w, *runs: Path, more: tuple[str, ...] = ()) -> list[str]:
+    return ["compare", *map(str, runs), "--out", str(w.p("compared")), "--format", "md", *more]
+
+
+@case("compare/unfinished-run")
+def _(w):
+    run = w.copy_good("pope-score")
+    (run / "metrics.json").unlink()
+    return Case(_compare(w, run), ["no metrics.json", "--allow-unfinished", str(run)], run, extra=lambda: _nothing_at(w.p("compared")))
+
+
+@case("compare/record-deleted")
+def _(w):
+    run = w.copy_good("pope-score")
+    records = (run / "records.jsonl").read_text().splitlines()
+    (run / "records.jsonl").write_text("\n".join(records[:-1]) + "\n")
+    return Case(_compare(w, run), ["3 records of the 4", str(run)], run, extra=lambda: _nothing_at(w.p("compared")))
+
+
+@case("compare/same-image-other-content")
+def _(w):
+    from typer.testing import CliRunner
+
+    run = w.copy_good("chair-score")
+    other = write(w.p("gt-other.json"), json.dumps({"139": ["dog", "person"], "285": ["dog"]}))
+    res = CliRunner().invoke(app, ["audit", "chair", "score", "--captions", str(w.captions()), "--ground-truth", str(other), "--model", "other",
+                                   "--out", str(w.p("chair-other"))])
+    assert res.exit_code == 0, res.output
+    return Case(_compare(w, run, w.p("chair-other")), ["'285'", "different content", "never paired"], run,
+                extra=lambda: _nothing_at(w.p("compared")))
+
+
+@case("compare/too-few-resamples-for-the-family")
+def _(w):
+    runs = [w.copy_good("pope-score")] + [w.p(f"pope-{k}") for k in (2, 3)]
+    for copy in runs[1:]:
+        shutil.copytree(runs[0], copy)
+    labels = [x for k, r in enumerate(runs) for x in ("--label", f"m{k}={r}")]
+    return Case(_compare(w, *runs, more=(*labels, "--resamples", "100")), ["3 paired differences", "--resamples 119"], runs[0],
+                extra=lambda: _nothing_at(w.p("compared")))
+
+
+def _nothing_at(path: Path) -> None:
+    assert not path.exists(), f"{path} was written"
+
+
 # demo and models ------------------------------------------------------------------------------------
 
 @case("demo/out-is-a-file")

@@ -71,6 +71,7 @@ class Figures:
         (items_a, stats_a), (items_b, stats_b) = self.of(a), self.of(b)
         if metric not in stats_a or metric not in stats_b:
             return None
+        self.check_pair(a, b)
         return paired_difference(stats_a[metric], items_a, stats_b[metric], items_b, self.resamples, self.seed)
 
     def check_pair(self, a: Entry, b: Entry) -> int:
