@@ -631,3 +631,26 @@ def test_small_samples_get_exact_intervals_not_zero_width_ones():
     assert kg.method == "korn-graubard" and cp.method == "bootstrap" and kg.high - kg.low > cp.high - cp.low
     ratio_figure = bootstrap(ratio("correct"), clustered, resamples=200, seed=0)
     assert ratio_figure.unreliable and ratio_figure.clusters == 10
+
+
+def test_undefined_resamples_are_counted_beside_the_figure():
+    """CHAIR_i with mentions in few captions: resamples that draw none of them leave it undefined, and the count shows."""
+    from annotaudit.compare.render import cell_text
+
+    mentions = np.zeros(25)
+    mentions[0] = 2
+    items = Items([str(k) for k in range(25)], [str(k) for k in range(25)], "image", {"hallucinated": mentions / 2, "mentions": mentions})
+    interval = bootstrap(ratio("hallucinated", "mentions"), items, resamples=500, seed=0)
+    assert interval.value == 0.5 and 0 < interval.undefined < 500 and interval.method == "bootstrap"
+    assert f"({interval.undefined} undefined)" in cell_text(interval, True)
+
+
+def test_the_same_model_in_score_and_generate_mode_is_compared():
+    from annotaudit.compare.runs import Entry
+    from annotaudit.compare.tables import plan_differences
+
+    task = type("Task", (), {"primary": "accuracy"})()
+    score, generate = (Entry("annotate", "xnli", "llama", mode, "en", "", Path(mode), [], {"task": task, "pairing": ""}) for mode in ("score", "generate"))
+    plan = plan_differences([score, generate])
+    assert [(p.metric, p.label(p.a, p.b), p.label(p.b, p.a)) for p in plan] == [("accuracy", "llama, score", "llama, generate"),
+                                                                                 ("answer_rate", "llama, score", "llama, generate")]
