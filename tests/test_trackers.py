@@ -99,5 +99,5 @@ def test_lvlm_train_reports_to_wandb_offline(lvlm_task, tmp_path, monkeypatch):
     res = invoke(["lvlm", "train", "--model", str(lvlm_task / "built"), "--data", str(lvlm_task / "train.json"), "--images", str(lvlm_task / "images"),
                   "--stage", "pretrain", "--batch-size", "3", "--out", str(out), "--report-to", "wandb"])
     assert res.exit_code == 0, res.output
-    runs = list((out / "wandb" / "wandb").glob("offline-run-*"))
+    runs = list((out / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list((out / "wandb").rglob("*"))

@@ -38,8 +38,7 @@ def start_tracking(accelerator: Any, report_to: str, kind: str, out: str | Path,
     """Open the dashboard's run, named after the run folder; wandb also gets the configuration (run.json holds it too)."""
     if report_to == "none":
         return
-    if report_to == "wandb":
-        Path(out, WANDB_DIR).mkdir(parents=True, exist_ok=True)
+    if report_to == "wandb":  # wandb keeps its files in <dir>/wandb
         accelerator.init_trackers(kind, config=_scalars(config), init_kwargs={"wandb": {"name": Path(out).name, "dir": str(out)}})
     else:
         accelerator.init_trackers(kind)
