@@ -654,3 +654,25 @@ def test_the_same_model_in_score_and_generate_mode_is_compared():
     plan = plan_differences([score, generate])
     assert [(p.metric, p.label(p.a, p.b), p.label(p.b, p.a)) for p in plan] == [("accuracy", "llama, score", "llama, generate"),
                                                                                  ("answer_rate", "llama, score", "llama, generate")]
+
+
+def test_rankings_per_label_set(tmp_path):
+    """Two models scored under their questions' labels and a relabelled copy: a ranking per label set, each F1 as the run gave it."""
+    questions = _questions()
+    relabelled = [dict(q, label=("no" if q["label"] == "yes" else "yes") if k % 3 == 0 else q["label"]) for k, q in enumerate(questions)]
+    (tmp_path / "relabelled").mkdir()
+    (tmp_path / "relabelled" / "random.json").write_text("".join(json.dumps(q) + "\n" for q in relabelled))
+    runs = []
+    for name, right in (("sharp", 0.95), ("blunt", 0.6)):
+        _pope_score(tmp_path, name, questions, right, 3)  # writes the answers file
+        answers = tmp_path / f"{name}_answers.jsonl"
+        invoke(["audit", "pope", "score", "--questions", tmp_path / "sharp_q" / "coco_pope_random.json", "--answers", answers, "--model", name,
+                "--labels", f"relabelled={tmp_path / 'relabelled'}", "--out", tmp_path / f"{name}_sets"])
+        runs.append(tmp_path / f"{name}_sets")
+    invoke(["compare", *runs, "--out", tmp_path / "o", "--resamples", 100, "--format", "md"])
+    table = _table(json.loads((tmp_path / "o" / "comparison.json").read_text()), "pope_coco_pope_label_sets")
+    assert {r["label set"] for r in table["rows"]} == {"relabelled", "sharp_q"}
+    for row in table["rows"]:
+        metrics = _metrics(tmp_path / f"{row['model'].split()[0]}_sets")["label_sets"][row["label set"]]["settings"]["random"]
+        assert row["F1"] == f"{100 * metrics['f1']:.1f}" and row["n"] == metrics["n"] == 40
+    assert [r["model"] for r in table["rows"] if r["label set"] == "relabelled"] == ["sharp en", "blunt en"]
