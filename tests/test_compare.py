@@ -526,7 +526,8 @@ def test_the_older_and_newer_pope_random_files_pair_on_their_shared_questions(tm
     older = [json.loads(line) for line in (REFERENCE / "e3e3926" / "coco_pope_random.json").read_text().splitlines() if line.strip()]
     newer = [json.loads(line) for line in (REFERENCE / "coco_pope_random.json").read_text().splitlines() if line.strip()]
     a, b = _pope_score(tmp_path, "older", older, 0.85, 1), _pope_score(tmp_path, "newer", newer, 0.85, 2)
-    invoke(["compare", a, b, "--out", tmp_path / "o", "--resamples", 200, "--format", "md"])
+    shown = invoke(["compare", a, b, "--out", tmp_path / "o", "--resamples", 200, "--format", "md"]).output
+    assert "POPE coco_pope en random F1: older against newer on 2910 common items (of 2910 and 3000)" in shown
     result = json.loads((tmp_path / "o" / "comparison.json").read_text())
     (row,) = _table(result, "differences")["rows"]
     assert row["common items"] == 2910 and row["clusters"] == "500 images" and row["column"] == "en random"

@@ -24,7 +24,7 @@ def compare_command(
 
     Example: annotaudit compare runs/pope-llava runs/pope-minerva runs/chair-* --out compare/ --label llava-it=runs/pope-llava-it
     """
-    from annotaudit.compare import compare
+    from annotaudit.compare import compare, partial_overlaps
 
     result = compare(runs, out, labels=label or [], resamples=resamples, seed=seed, formats=formats, force=force, adjustment=adjust,
                      allow_unfinished=allow_unfinished)
@@ -32,3 +32,5 @@ def compare_command(
                f"adjusted by {adjust} in {out}:")
     for path in result["files"]:
         typer.echo(f"  {path}")
+    for line in partial_overlaps(result):
+        typer.echo(line)

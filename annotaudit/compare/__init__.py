@@ -85,6 +85,18 @@ def compare(runs: Sequence[str | Path], out: str | Path, labels: Sequence[str] =
     return result
 
 
+def partial_overlaps(result: dict[str, Any]) -> list[str]:
+    """One line per paired difference computed on part of either run's items: what, and how many items of how many."""
+    lines = []
+    for table in result["tables"]:
+        for row in table["rows"] if table["name"] == "differences" else []:
+            held = row.get("held") or []
+            if held and any(n != row["common items"] for n in held):
+                lines.append(f"{row['kind']} {row['benchmark']} {row['column']} {row['figure']}: {row['A']} against {row['B']} on "
+                             f"{row['common items']} common items (of {held[0]} and {held[1]})".replace("  ", " "))
+    return lines
+
+
 def comparison_tables(runs: Sequence[str | Path], labels: Sequence[str] = (), resamples: int = DEFAULT_RESAMPLES,
                       seed: int = DEFAULT_SEED, adjustment: str = "holm") -> list[dict[str, Any]]:
     """The tables compare() would write to comparison.json, computed in memory and written nowhere (for reading old run folders)."""

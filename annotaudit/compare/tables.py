@@ -375,6 +375,7 @@ def differences(plan: list[Planned], figures: Figures, adjustment: str = "holm")
     for p in plan:
         if len(p.a) == 1:
             diff = figures.difference(p.a[0], p.b[0], p.metric)
+            items_a, items_b = figures.of(p.a[0])[0], figures.of(p.b[0])[0]
         else:
             (items_a, stat_a), (items_b, stat_b) = figures.mean_f1(p.a), figures.mean_f1(p.b)
             diff = paired_difference(stat_a, items_a, stat_b, items_b, figures.resamples, figures.seed)
@@ -383,7 +384,8 @@ def differences(plan: list[Planned], figures: Figures, adjustment: str = "holm")
         diffs.append(diff)
         rows.append({"kind": KIND_NAMES[p.kind], "benchmark": p.dataset, "prompt": p.prompt, "column": p.column,
                      "figure": METRIC_LABELS.get(p.metric, p.metric), "A": p.label(p.a, p.b), "B": p.label(p.b, p.a),
-                     "common items": diff.n, "clusters": f"{diff.clusters} {diff.unit}s", "difference": diff})
+                     "common items": diff.n, "clusters": f"{diff.clusters} {diff.unit}s", "difference": diff,
+                     "held": [len(set(items_a.ids)), len(set(items_b.ids))]})
     flag(diffs, adjustment)
     for row, diff in zip(rows, diffs):
         row["p"] = "" if diff.p_value is None else f"{diff.p_value:.4f}"
