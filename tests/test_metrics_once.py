@@ -129,6 +129,12 @@ def test_each_owner_defines_its_figures_and_compare_names_them_from_the_specs():
         assert sorted(got) == sorted(OWNERS[module]) and len(set(got)) == len(got), module
     assert (measures.POPE_METRICS, measures.CHAIR_METRICS, measures.ANNOTATE_METRICS, measures.VQA_METRICS) == (
         pope.METRIC_NAMES, ("chair_s", "chair_i", "recall"), ("accuracy", "answer_rate"), ("exact", "approx"))
+    # which figures are proportions, for exact intervals, is the specs' word too
+    assert {kind: set(shares) for kind, shares in measures.PROPORTIONS.items()} == {
+        "pope": {"accuracy", "precision", "recall", "yes_ratio"}, "chair": {"chair_s"}, "annotate": {"accuracy", "answer_rate"}, "vqa": {"exact", "approx"}}
+    assert measures.PROPORTIONS["pope"]["accuracy"] is pope.METRICS[0].share
+    successes, trials = pope.METRICS[0].share(pope.confusion(["yes", "no", "no"], ["yes", "yes", "none"]))
+    assert successes.tolist() == [1, 0, 0] and trials.tolist() == [1, 1, 0]
     # a task's metric names are checked in annotate.tasks, below classifiers: the two lists must agree
     assert set(CLASSIFIER_METRICS) == set(classifier.AGGREGATES)
     assert [s.name for s in classifier.metric_specs(memes)] == ["accuracy", "macro_f1", "auroc"]
@@ -175,6 +181,7 @@ def test_classifier_metrics_equal_scikit_learn_on_all_items_and_on_a_resample(na
                 expected["auroc"] = roc_auc_score(y == positive, p[:, positive])
         got = {s.name: float(s.aggregate(arrays, row[None, :])[0]) for s in classifier.metric_specs(task)}
         assert got == pytest.approx(expected, abs=1e-12)
+        assert got.get("auroc") == expected.get("auroc")  # to the last digit: training picks its best epoch by it
     assert classifier.task_metrics(task, probs, targets) == {s.name: s.value(arrays) for s in classifier.metric_specs(task)}
 
 

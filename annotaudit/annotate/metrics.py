@@ -11,7 +11,7 @@ import warnings
 from collections import defaultdict
 from typing import Any
 
-from annotaudit.core.metrics import Arrays, MetricSpec, defined, flags, ratio
+from annotaudit.core.metrics import Arrays, MetricSpec, defined, flags, ratio, share_of
 
 from .tasks import NOANSWER, Task
 
@@ -31,8 +31,8 @@ def agreement_parts(records: list[dict[str, Any]]) -> Arrays:
             "answered": flags((r.get("meta") or {}).get("answered") for r in records)}
 
 
-ACCURACY = MetricSpec("accuracy", agreement_parts, ratio("correct", "labeled"))  # over labelled items, NOANSWER wrong
-ANSWER_RATE = MetricSpec("answer_rate", agreement_parts, ratio("answered"))
+ACCURACY = MetricSpec("accuracy", agreement_parts, ratio("correct", "labeled"), share_of("correct", "labeled"))  # over labelled items, NOANSWER wrong
+ANSWER_RATE = MetricSpec("answer_rate", agreement_parts, ratio("answered"), share_of("answered"))
 METRICS = (ACCURACY, ANSWER_RATE)
 
 

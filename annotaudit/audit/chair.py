@@ -24,7 +24,7 @@ import numpy as np
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import Problems, read_json, read_records, read_text, write_json
-from annotaudit.core.metrics import Arrays, MetricSpec, defined, ratio, values
+from annotaudit.core.metrics import Arrays, MetricSpec, defined, ratio, share_of, values
 from annotaudit.core.runner import RECORD_KEYS, RECORDS, run_config, save_records
 from annotaudit.core.runs import MANIFEST, fingerprint
 
@@ -419,7 +419,7 @@ def caption_parts(records: Sequence[dict[str, Any]]) -> Arrays:
     }
 
 
-METRICS = (MetricSpec("chair_s", caption_parts, ratio("hallucinating")), MetricSpec("chair_i", caption_parts, ratio("hallucinated", "mentions")),
+METRICS = (MetricSpec("chair_s", caption_parts, ratio("hallucinating"), share_of("hallucinating")), MetricSpec("chair_i", caption_parts, ratio("hallucinated", "mentions")),
            MetricSpec("recall", caption_parts, ratio("recalled", "objects")))
 MEAN_LENGTH = MetricSpec("mean_length", caption_parts, ratio("words"))  # describes the captions, not a rate
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, read_records
-from annotaudit.core.metrics import Arrays, MetricSpec, divide, names, values
+from annotaudit.core.metrics import Arrays, MetricSpec, divide, names, share_of, values
 
 SETTINGS = ("random", "popular", "adversarial")
 LANGUAGES = ("en", "it")
@@ -271,8 +271,9 @@ def _yes_ratio(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
     return divide(tp + fp, weights @ arrays["counted"], 0.0)
 
 
-METRICS = tuple(MetricSpec(name, _record_confusion, aggregate) for name, aggregate in (
-    ("accuracy", _accuracy), ("precision", _precision), ("recall", _recall), ("f1", _f1), ("yes_ratio", _yes_ratio)))
+METRICS = tuple(MetricSpec(name, _record_confusion, aggregate, share) for name, aggregate, share in (
+    ("accuracy", _accuracy, share_of(("tp", "tn"), "counted")), ("precision", _precision, share_of("tp", ("tp", "fp"))),
+    ("recall", _recall, share_of("tp", ("tp", "fn"))), ("f1", _f1, None), ("yes_ratio", _yes_ratio, share_of(("tp", "fp"), "counted"))))
 METRIC_NAMES = names(METRICS)  # the rates `metrics` gives, in table order
 
 

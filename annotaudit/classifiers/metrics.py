@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scipy.integrate import trapezoid
 from sklearn.metrics import cohen_kappa_score, f1_score
 
 from annotaudit.annotate.tasks import NOANSWER, Task
@@ -79,20 +80,29 @@ def _micro_f1(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
     return _f1(*(c.sum(axis=1) for c in _class_counts(arrays, weights)))
 
 
-def _auroc(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
-    """The Mann-Whitney form: the weighted share of (positive, negative) pairs the positive scores higher, ties half.
+def _roc_area(score: np.ndarray, positive: np.ndarray, weight: np.ndarray) -> float:
+    """scikit-learn's roc_auc_score on weighted items, step for step (its ROC points, intermediate ones dropped, and
+    its trapezoid), so a row of ones gives its figure to the last digit. Items are sorted by descending score."""
+    kept = weight != 0
+    score, positive, weight = score[kept], positive[kept], weight[kept]
+    if not len(score):
+        return math.nan
+    ends = np.r_[np.nonzero(np.diff(score))[0], len(score) - 1]
+    tps, fps = np.cumsum(positive * weight)[ends], np.cumsum((1 - positive) * weight)[ends]
+    if tps[-1] <= 0 or fps[-1] <= 0:
+        return math.nan
+    if len(fps) > 2:
+        corners = np.where(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])[0]
+        tps, fps = tps[corners], fps[corners]
+    tps, fps = np.r_[0.0, tps], np.r_[0.0, fps]
+    return float(trapezoid(tps / tps[-1], fps / fps[-1]))
 
-    Items are sorted by score once; each positive wins against the negative weight below its score and half of
-    the negative weight tied with it. NaN without both classes.
-    """
-    if not len(arrays["score"]):
-        return np.full(len(weights), np.nan)
-    order = np.argsort(arrays["score"], kind="stable")
-    score, positive, w = arrays["score"][order], arrays["positive"][order], weights[:, order]
-    ties = np.flatnonzero(np.r_[True, score[1:] != score[:-1]])
-    pos, neg = np.add.reduceat(w * positive, ties, axis=1), np.add.reduceat(w * (1 - positive), ties, axis=1)
-    wins = (pos * (np.cumsum(neg, axis=1) - neg + 0.5 * neg)).sum(axis=1)
-    return divide(wins, pos.sum(axis=1) * neg.sum(axis=1))
+
+def _auroc(arrays: Arrays, weights: np.ndarray) -> np.ndarray:
+    """AUROC of the positive class's score for each row of weights; NaN without both classes."""
+    order = np.argsort(arrays["score"], kind="stable")[::-1]
+    score, positive = arrays["score"][order], arrays["positive"][order]
+    return np.array([_roc_area(score, positive, row) for row in weights[:, order]], dtype=float).reshape(len(weights))
 
 
 AGGREGATES = {"accuracy": _accuracy, "macro_f1": _macro_f1, "micro_f1": _micro_f1, "auroc": _auroc}

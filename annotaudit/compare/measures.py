@@ -44,24 +44,10 @@ def _file_name(path: Any) -> str | None:
     return None if path in (None, "") else str(path).replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def _ones(arrays: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
-    return arrays[name], np.ones(len(arrays[name]))
-
-
-def _pope_proportions() -> dict[str, Proportion]:
-    def share(top: tuple[str, ...], bottom: tuple[str, ...]) -> Proportion:
-        return lambda a: (sum(a[k] for k in top), sum(a[k] for k in bottom))
-
-    return {"accuracy": share(("tp", "tn"), ("counted",)), "precision": share(("tp",), ("tp", "fp")),
-            "recall": share(("tp",), ("tp", "fn")), "yes_ratio": share(("tp", "fp"), ("counted",))}
-
-
-# Which figures are proportions: per item, successes and trials (0/1 each), for exact intervals on few items.
+# Which figures are proportions (per item, successes and trials), for exact intervals on few items: as their specs say.
 PROPORTIONS: dict[str, dict[str, Proportion]] = {
-    "pope": _pope_proportions(),
-    "chair": {"chair_s": lambda a: _ones(a, "hallucinating")},
-    "annotate": {"accuracy": lambda a: (a["correct"], a["labeled"]), "answer_rate": lambda a: _ones(a, "answered")},
-    "vqa": {"exact": lambda a: _ones(a, "exact"), "approx": lambda a: _ones(a, "approx")},
+    kind: {s.name: s.share for s in specs if s.share is not None}
+    for kind, specs in (("pope", POPE_SPECS), ("chair", CHAIR_SPECS), ("annotate", ANNOTATE_SPECS), ("vqa", VQA_SPECS))
 }
 
 

@@ -19,15 +19,21 @@ import numpy as np
 Arrays = dict[str, np.ndarray]  # per-item arrays, items along the first axis
 Parts = Callable[[Sequence[dict[str, Any]]], Arrays]  # records -> per-item arrays
 Aggregate = Callable[[Arrays, np.ndarray], np.ndarray]  # arrays, weights (B, n) -> values (B,)
+Share = Callable[[Arrays], tuple[np.ndarray, np.ndarray]]  # arrays -> per-item successes and trials, 0 or 1 each
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """One figure: `parts` turns records into per-item arrays, `aggregate` weighted items into values (NaN where undefined)."""
+    """One figure: `parts` turns records into per-item arrays, `aggregate` weighted items into values (NaN where undefined).
+
+    `share` is set when the figure is a proportion (successes over trials, each item one trial or none),
+    which allows an exact interval on few items.
+    """
 
     name: str
     parts: Parts
     aggregate: Aggregate
+    share: Share | None = None
 
     def value(self, arrays: Arrays) -> float:
         """The figure over all items, each weighted once."""
@@ -76,6 +82,18 @@ def ratio(numerator: str, denominator: str | None = None) -> Aggregate:
         return divide(weights @ arrays[numerator], bottom)
 
     return aggregate
+
+
+def share_of(successes: str | tuple[str, ...], trials: str | tuple[str, ...] | None = None) -> Share:
+    """Per-item successes and trials as sums of the named arrays (every item one trial without `trials`)."""
+    def total(arrays: Arrays, names: str | tuple[str, ...]) -> np.ndarray:
+        return sum(arrays[k] for k in ((names,) if isinstance(names, str) else names))
+
+    def share(arrays: Arrays) -> tuple[np.ndarray, np.ndarray]:
+        top = total(arrays, successes)
+        return top, total(arrays, trials) if trials else np.ones(len(top))
+
+    return share
 
 
 def flags(values: Iterable[Any]) -> np.ndarray:

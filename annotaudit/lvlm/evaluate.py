@@ -17,7 +17,7 @@ from PIL import Image
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_records, safe_path
-from annotaudit.core.metrics import Arrays, MetricSpec, flags, item_arrays, ratio, values
+from annotaudit.core.metrics import Arrays, MetricSpec, flags, item_arrays, ratio, share_of, values
 from annotaudit.core.report import Report
 from annotaudit.core.runner import Sample, make_record, rescore_run, run_config, run_samples
 
@@ -171,7 +171,7 @@ def answer_parts(records: list[dict[str, Any]]) -> Arrays:
     return {"exact": flags(s["exact"] for s in scores), "approx": flags(s["approx"] for s in scores)}
 
 
-METRICS = (MetricSpec("exact", answer_parts, ratio("exact")), MetricSpec("approx", answer_parts, ratio("approx")))
+METRICS = tuple(MetricSpec(name, answer_parts, ratio(name), share_of(name)) for name in ("exact", "approx"))
 
 
 def summarize_formattings(records: list[dict[str, Any]], formattings: list[str]) -> dict[str, Any]:
