@@ -33,7 +33,6 @@ from .metrics import decide, target_array, task_metrics
 from .mmbt import MMBT, WEIGHTS_FILE, MMBTConfig, SequenceBuilder, load_encoders, save_classifier, uses_segments
 
 HISTORY = "history.jsonl"
-IMPROVEMENT = 1e-12  # the least dev gain that counts as better
 OUTPUTS = ["model", "model.tmp", "model.old", "checkpoint", "checkpoint.tmp", "checkpoint.old", HISTORY, METRICS, RECORDS, *REPORT_FILES,
            *TRACKING_OUTPUTS]
 
@@ -240,8 +239,7 @@ def train_classifier(task: Task, train: list[Example], dev: list[Example], test:
                 advance(1)
         dev_metrics = task_metrics(task, predict_probs(core, batcher, dev, cfg.batch_size, frozen_image), [ex.target for ex in dev])
         score = _score(task, dev_metrics)
-        # A gain within rounding is a tie: two summation orders of one AUROC differ in the last bit, and must stop alike.
-        improved = state["best"] is None or score > state["best"] + IMPROVEMENT
+        improved = state["best"] is None or score > state["best"]
         if improved:
             state.update(best=score, best_epoch=epoch + 1, bad_epochs=0, best_dev=dev_metrics)
             if accelerator.is_main_process:
