@@ -25,6 +25,7 @@ import pytest
 from PIL import Image
 
 from annotaudit.cli.main import _run, app
+from annotaudit.core.io import DIGEST_CACHE
 
 TASK = """\
 name = "sentiment"
@@ -1321,10 +1322,10 @@ def _(w):
 
 
 def snapshot(folder: Path | None) -> dict[str, bytes]:
-    """Every file of a folder and its bytes (the run folder's lock file aside: it only names the live writer)."""
+    """Every file of a folder and its bytes, less the lock (it names the live writer) and the hash cache (it only saves reading inputs again)."""
     if folder is None or not folder.is_dir():
         return {}
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name not in (".lock", DIGEST_CACHE)}
 
 
 def invoke(args: list[str], capsys, monkeypatch) -> tuple[object, str]:
