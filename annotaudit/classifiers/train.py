@@ -25,7 +25,7 @@ from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, make_record
 from annotaudit.core.runs import RunDir, console, progress
-from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking
+from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking, stop_tracking
 from annotaudit.models.base import load_image
 
 from .data import Example, as_task, load_splits, read_llm_labels, relabel, to_sample
@@ -276,7 +276,7 @@ def _finish(task: Task, model: MMBT, batcher: Batcher, test: list[Example], cfg:
         train_report(task, result, history).write(out)
         run.finish(train_items_per_s=round(throughput, 2), best_epoch=state["best_epoch"])
     accelerator.log({f"test/{k}": v for k, v in metrics.items() if isinstance(v, int | float) and v == v}, step=state["epoch"])
-    accelerator.end_training()
+    stop_tracking(accelerator)
     return result
 
 

@@ -44,6 +44,13 @@ def start_tracking(accelerator: Any, report_to: str, kind: str, out: str | Path,
         accelerator.init_trackers(kind)
 
 
+def stop_tracking(accelerator: Any) -> None:
+    """Close the dashboard's files. Unlike `Accelerator.end_training`, the process group stays up for the
+    barriers that follow and for the next training in the same launch (classify compare's arms)."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
 def _scalars(config: dict[str, Any]) -> dict[str, Any]:
     """Trackers take numbers, text, booleans and None; anything else goes in as its text."""
     return {k: v if v is None or isinstance(v, bool | int | float | str) else str(v) for k, v in config.items()}

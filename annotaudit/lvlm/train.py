@@ -28,7 +28,7 @@ from annotaudit.core.checkpoint import STATE, beside, files_written_into, load_s
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl, writing
 from annotaudit.core.runs import ConfigMismatch, RunDir, progress
-from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking
+from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking, stop_tracking
 from annotaudit.models.registry import check_model_folder, loading
 
 from .data import IGNORE, ConversationDataset, collate, load_conversations
@@ -384,7 +384,7 @@ def _finish(accelerator: Accelerator, run: RunDir | None, out: Path, step: int, 
             write_json(out / METRICS, metrics)
             _report(steps, metrics, run.config).write(out)
     accelerator.log({"run/samples_per_s": samples / seconds, "run/tokens_per_s": tokens / seconds}, step=step)
-    accelerator.end_training()
+    stop_tracking(accelerator)
     accelerator.wait_for_everyone()
     return out
 
