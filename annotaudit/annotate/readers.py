@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import Problems, iter_jsonl, read_json, read_parquet_records, read_records, read_text, safe_path
+from annotaudit.core.io import Problems, cache_root, iter_jsonl, read_json, read_parquet_records, read_records, read_text, safe_path
 
 HATEFUL, NOT_HATEFUL = "hateful", "not_hateful"
 HATEFUL_MEMES_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
@@ -96,8 +96,7 @@ def image_cache(parquet: Path) -> Path:
     resumed run finds the same paths."""
     stat = parquet.stat()
     key = hashlib.sha1(f"{parquet.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = Path(os.environ.get("ANNOTAUDIT_CACHE") or Path.home() / ".cache" / "annotaudit")
-    return root / "images" / f"{parquet.stem}-{key}"
+    return cache_root() / "images" / f"{parquet.stem}-{key}"
 
 
 _MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"), (b"RIFF", ".webp"), (b"BM", ".bmp"))

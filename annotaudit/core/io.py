@@ -171,6 +171,11 @@ class JsonlLog:
 
 # Content hashes ------------------------------------------------------------------------------
 
+def cache_root() -> Path:
+    """$ANNOTAUDIT_CACHE, else ~/.cache/annotaudit: the one folder every annotaudit cache lives under."""
+    return Path(os.environ.get("ANNOTAUDIT_CACHE") or Path.home() / ".cache" / "annotaudit").expanduser()
+
+
 DIGEST_CACHE = ".fingerprints.json"
 # A file changed within this long of being hashed may change again within the same timestamp tick
 # unseen, so its hash is not kept (git's "racily clean" entries).

@@ -23,15 +23,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from annotaudit.core.io import cache_root
+
 MANIFEST = "annotaudit-cache.json"
 HASH_MEMOS = "hashes"
 _TMP = ".tmp-"
 SETTLED_NS = 2_000_000_000  # a file's hash is remembered only once it has been left alone this long
-
-
-def cache_root() -> Path:
-    """$ANNOTAUDIT_CACHE, else ~/.cache/annotaudit: the one folder every annotaudit cache lives under."""
-    return Path(os.environ.get("ANNOTAUDIT_CACHE") or Path.home() / ".cache" / "annotaudit").expanduser()
 
 
 def gguf_cache_dir() -> Path:
