@@ -57,3 +57,15 @@ def test_annotate_run_log_is_quiet_and_keeps_problem_lines(tiny, tmp_path):
     assert_quiet(text)
     assert f"skipped: {data}:3: malformed JSON" in text or "data.jsonl:3: malformed JSON" in text, text
     assert any(": 3/3 in " in line and "generate" in line for line in text.splitlines()), text
+
+
+def test_library_build_prints_no_torchvision_fallback(tiny, tmp_path):
+    """A library user keeps transformers' warnings on; building and loading an LVLM names the PIL processors itself."""
+    script = (f"from annotaudit.lvlm import build_lvlm\nfrom transformers import AutoProcessor\n"
+              f"build_lvlm({str(tiny('clip-vision'))!r}, {str(tiny('mistral'))!r}, {str(tmp_path / 'built')!r})\n"
+              f"print(type(AutoProcessor.from_pretrained({str(tmp_path / 'built')!r}).image_processor).__name__)\n")
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "warning", "ANNOTAUDIT_NO_PROGRESS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "torchvision" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("LlavaNextImageProcessor"), proc.stdout

@@ -120,13 +120,13 @@ def pretrain_tower(out: Path, cfg: DemoConfig) -> Path:
     """A small CLIP-style tower, pretrained on the features LLaVA reads (layer -2, max-pooled over patches).
 
     docs/demo.md has the presence accuracy at each size."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+    from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel
 
     torch.manual_seed(cfg.seed)
     size, hidden = cfg.image_size, cfg.tower_hidden
     vcfg = CLIPVisionConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=3, num_attention_heads=4,
                             image_size=size, patch_size=cfg.patch_size, projection_dim=hidden)
-    proc = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    proc = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     tower = CLIPVisionModel(vcfg)
     layers = tower.encoder.layers
     tower.encoder.layers = layers[:-1]  # the last layer feeds nothing read here or by LLaVA: skip it

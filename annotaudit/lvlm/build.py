@@ -12,7 +12,7 @@ from transformers import (
     CLIPVisionModel,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
-    LlavaNextImageProcessor,
+    LlavaNextImageProcessorPil,
     LlavaNextProcessor,
 )
 
@@ -87,15 +87,18 @@ def _prepare_tokenizer(tokenizer) -> None:
             tokenizer.add_special_tokens({"pad_token": "<pad>"})
 
 
-def _image_processor(vision_path: str, image_size: int, pinpoints: list[list[int]]) -> LlavaNextImageProcessor:
-    """A LlavaNextImageProcessor with the CLIP processor's normalisation and the anyres pinpoints."""
+def _image_processor(vision_path: str, image_size: int, pinpoints: list[list[int]]) -> LlavaNextImageProcessorPil:
+    """A LLaVA-NeXT image processor with the CLIP processor's normalisation and the anyres pinpoints.
+
+    The PIL class is named directly: it saves the same `LlavaNextImageProcessor` type, so a reader with
+    torchvision still gets its default backend, and a build without torchvision prints no fallback warning."""
     try:
         clip = AutoImageProcessor.from_pretrained(vision_path)
         mean, std = clip.image_mean, clip.image_std
     except (OSError, ValueError):
         mean = std = None
     extra = {"image_mean": mean, "image_std": std} if mean is not None else {}
-    return LlavaNextImageProcessor(
+    return LlavaNextImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
         image_grid_pinpoints=pinpoints, **extra,
     )
