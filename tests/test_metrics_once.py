@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 
 from annotaudit.annotate import metrics as annotation
-from annotaudit.annotate.tasks import CLASSIFIER_METRICS, get_task
+from annotaudit.annotate.tasks import get_task
 from annotaudit.audit import chair, pope
 from annotaudit.classifiers import metrics as classifier
 from annotaudit.compare import measures
+from annotaudit.core.tasks import CLASSIFIER_METRICS
 from annotaudit.lvlm import evaluate as vqa
 
 PACKAGE = Path(__file__).resolve().parent.parent / "annotaudit"
@@ -135,7 +136,7 @@ def test_each_owner_defines_its_figures_and_compare_names_them_from_the_specs():
     assert measures.PROPORTIONS["pope"]["accuracy"] is pope.METRICS[0].share
     successes, trials = pope.METRICS[0].share(pope.confusion(["yes", "no", "no"], ["yes", "yes", "none"]))
     assert successes.tolist() == [1, 0, 0] and trials.tolist() == [1, 1, 0]
-    # a task's metric names are checked in annotate.tasks, below classifiers: the two lists must agree
+    # a task's metric names are checked in core.tasks, below classifiers: the two lists must agree
     assert set(CLASSIFIER_METRICS) == set(classifier.AGGREGATES)
     assert [s.name for s in classifier.metric_specs(memes)] == ["accuracy", "macro_f1", "auroc"]
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 
 import regex
 
-from .tasks import NOANSWER, Task
+from annotaudit.core.tasks import NOANSWER, Task
 
 NEGATION = regex.compile(r"(?:\b(?:not|no|never|neither|nor|without|hardly)\b|n't\b|\bnon[- ]?)(?:[^\S\n]*[\w'-]+){0,3}?[^\S\n]*[- ]?$")
 UNSURE = regex.compile(r"(?:\b(?:do not|don't|not|cannot|can't|unable to|impossible to|hard to|difficult to)\s+(?:know|sure|determine|tell|say|decide|judge)\b)")

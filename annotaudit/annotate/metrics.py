@@ -12,8 +12,7 @@ from collections import defaultdict
 from typing import Any
 
 from annotaudit.core.metrics import Arrays, MetricSpec, defined, flags, ratio, share_of
-
-from .tasks import NOANSWER, Task
+from annotaudit.core.tasks import NOANSWER, Task
 
 
 def agrees(record: dict[str, Any]) -> bool:

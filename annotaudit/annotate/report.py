@@ -12,9 +12,9 @@ from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, read_run_records, run_config
+from annotaudit.core.tasks import NOANSWER, Task
 
 from .metrics import kappa
-from .tasks import NOANSWER, Task
 
 HUMAN = "human"
 UNANSWERED_SHOWN = 10

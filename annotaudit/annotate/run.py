@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +18,12 @@ from annotaudit.core.errors import InputError
 from annotaudit.core.io import Problems, write_jsonl
 from annotaudit.core.runner import RECORDS, Sample, make_record, rescore_run, run_config, run_samples
 from annotaudit.core.runs import console, progress
+from annotaudit.core.tasks import NOANSWER, Task
 
 from . import metrics
 from .extract import extract, vote
 from .readers import Item
-from .tasks import NOANSWER, Task, get_task, read_items
+from .tasks import get_task, read_items
 
 MODES = ("generate", "score")
 
@@ -57,6 +57,10 @@ class RunConfig:
             raise InputError(f"--limit must be at least 1 (got {self.limit})")
         if self.samples > 1 and not self.do_sample:
             raise InputError("several samples per item need sampling (drop --greedy)")
+        if self.max_new_tokens < 1:
+            raise InputError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
+            raise InputError(f"sampling needs --temperature above 0 and --top-p in (0, 1] (got {self.temperature} and {self.top_p}); use --greedy")
 
 
 def to_samples(task: Task, items: list[Item]) -> list[Sample]:
@@ -77,62 +81,61 @@ def _continuation(prompt: str, word: str) -> str:
     return word if not prompt or prompt[-1].isspace() else " " + word
 
 
-def _request(sample: Sample, model: Any) -> Any:
-    from annotaudit.models import Request
-
-    image = sample.input.get("image")
-    return Request(sample.input["prompt"], image if (image is not None and model.accepts_images) else None)
-
-
-@contextmanager
-def _naming_records(samples: list[Sample]) -> Iterator[None]:
-    """An unreadable image names the item that uses it as well as the file."""
-    from annotaudit.models.base import image_error_item
-
-    try:
-        yield
-    except InputError as err:
-        raise image_error_item(err, [(s.id, s.input.get("image")) for s in samples]) from None
-
-
-def annotate_generate(model: Any, samples: list[Sample], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
-    """Sample `cfg.samples` replies per item, extract a label from each, keep the majority.
+def generating(task: Task, cfg: RunConfig) -> Any:
+    """Generate mode: sample `cfg.samples` replies per item, extract a label from each, keep the majority.
 
     With several samples `scores["votes"]` holds each label's share of them, which gives AUROC.
     """
     from annotaudit.models import GenerationConfig
+    from annotaudit.models.answering import Generate
 
-    seed = (cfg.seed + zlib.crc32(samples[0].id.encode())) % 2**31
-    gen_cfg = GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature,
-                               top_p=cfg.top_p, num_samples=cfg.samples, seed=seed)
-    with _naming_records(samples):
-        gens = model.generate([_request(s, model) for s in samples], gen_cfg)
-    out = []
-    for sample, gen in zip(samples, gens):
+    def settings(batch: list[Sample]) -> GenerationConfig:
+        return GenerationConfig(max_new_tokens=cfg.max_new_tokens, do_sample=cfg.do_sample, temperature=cfg.temperature, top_p=cfg.top_p,
+                                num_samples=cfg.samples, seed=(cfg.seed + zlib.crc32(batch[0].id.encode())) % 2**31)
+
+    def parse(reply: Any) -> dict[str, Any]:
+        gen = reply.generation
         labels = [extract(t, task) for t in gen.texts]
         label, agreement, share = vote(labels, task)
-        out.append(make_record(sample, label, list(gen.texts), {"votes": share} if cfg.samples > 1 else None,
-                               model=model.entry.name, chat_prompt=gen.prompt, answered=label != NOANSWER, confidence=agreement,
-                               judged=False, sample_labels=labels, num_tokens=gen.num_tokens))
-    return out
+        return make_record(reply.sample, label, list(gen.texts), {"votes": share} if cfg.samples > 1 else None,
+                           model=reply.model, chat_prompt=gen.prompt, answered=label != NOANSWER, confidence=agreement,
+                           judged=False, sample_labels=labels, num_tokens=gen.num_tokens)
+
+    return Generate(settings, parse)
 
 
-def annotate_score(model: Any, samples: list[Sample], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
-    """Rank each label's verbalization by log-likelihood; softmax over labels gives probabilities."""
-    requests = [_request(s, model) for s in samples]
-    prompts = [model.render_prompt(r.prompt, r.image is not None) for r in requests]
-    conts = [[_continuation(p, task.verbalizers[lab]) for lab in task.labels] for p in prompts]
-    with _naming_records(samples):
-        logps = model.score(requests, conts)
-    out = []
-    for sample, prompt, lp in zip(samples, prompts, logps):
+def scoring(task: Task) -> Any:
+    """Score mode: rank each label's verbalization by log-likelihood; softmax over labels gives probabilities."""
+    from annotaudit.models.answering import Score
+
+    def parse(reply: Any) -> dict[str, Any]:
+        lp = reply.logprobs
         top = max(lp)
         weights = [math.exp(x - top) for x in lp]
         probs = {lab: w / sum(weights) for lab, w in zip(task.labels, weights)}
         label = max(task.labels, key=probs.__getitem__)
-        out.append(make_record(sample, label, None, {"probs": probs, "logprobs": dict(zip(task.labels, lp))},
-                               model=model.entry.name, chat_prompt=prompt, answered=True, confidence=probs[label], judged=False))
-    return out
+        return make_record(reply.sample, label, None, {"probs": probs, "logprobs": dict(zip(task.labels, lp))},
+                           model=reply.model, chat_prompt=reply.prompt, answered=True, confidence=probs[label], judged=False)
+
+    return Score(lambda sample, prompt: [_continuation(prompt, task.verbalizers[lab]) for lab in task.labels], parse)
+
+
+def answering_mode(task: Task, cfg: RunConfig) -> Any:
+    return scoring(task) if cfg.mode == "score" else generating(task, cfg)
+
+
+def annotate_generate(model: Any, samples: list[Sample], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
+    """Records of a batch in generate mode, from a loaded model."""
+    from annotaudit.models.answering import Answerer
+
+    return Answerer(model, generating(task, cfg))(samples)
+
+
+def annotate_score(model: Any, samples: list[Sample], task: Task, cfg: RunConfig) -> list[dict[str, Any]]:
+    """Records of a batch in score mode, from a loaded model."""
+    from annotaudit.models.answering import Answerer
+
+    return Answerer(model, scoring(task))(samples)
 
 
 def prepare(cfg: RunConfig, strict: bool = False) -> tuple[Task, list[Item], Problems]:
@@ -145,11 +148,9 @@ def prepare(cfg: RunConfig, strict: bool = False) -> tuple[Task, list[Item], Pro
     return task, items[: cfg.limit] if cfg.limit else items, problems
 
 
-def _config(cfg: RunConfig, task: Task, engine: Any = None) -> dict[str, Any]:
+def _config(cfg: RunConfig, task: Task, answering: Any) -> dict[str, Any]:
     """run.json's config: the options and the task itself, so an edited task is refused (the data file is an input)."""
-    from annotaudit.models.base import engine_config
-
-    return {**asdict(cfg), **engine_config(engine), "task_spec": task.describe()}
+    return {**asdict(cfg), **answering.config(), "task_spec": task.describe()}
 
 
 def run(cfg: RunConfig, out: str | Path, force: bool = False, strict: bool = False,
@@ -159,28 +160,21 @@ def run(cfg: RunConfig, out: str | Path, force: bool = False, strict: bool = Fal
     `on_problem` also receives each bad record that was skipped (they are shown and saved to problems.jsonl anyway).
     `engine` (EngineOptions) says how to reach a model server; its request cache defaults to <out>/cache.
     """
-    from annotaudit.models.base import EngineOptions
+    from annotaudit.models.answering import Answering
 
-    engine = (engine or EngineOptions()).for_run(out)
+    answering = Answering.for_run(cfg.model, out, engine)
     task, items, problems = prepare(cfg, strict)
     samples = to_samples(task, items)
     if on_problem is not None:
         for err in problems.errors:
             on_problem(err)
 
-    def solver(device: str | None) -> Callable[[list[Sample]], list[dict[str, Any]]]:
-        from annotaudit.models import load_model
-
-        model = load_model(cfg.model, device=device, engine=engine)
-        answer = annotate_score if cfg.mode == "score" else annotate_generate
-        return lambda batch: answer(model, batch, task, cfg)
-
     def after(folder: Path, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return judge(folder, records, task, cfg.judge, cfg.batch_size, engine=engine) if cfg.judge else records
+        return judge(folder, records, task, cfg.judge, cfg.batch_size, engine=answering.engine) if cfg.judge else records
 
-    return run_samples(out, _config(cfg, task, engine), samples, solver, lambda records: metrics.compute(records, task),
-                       kind="annotate", inputs={"data": cfg.data}, report=_report(task), problems=problems, batch_size=cfg.batch_size, force=force,
-                       description=f"{task.name} · {cfg.model} · {cfg.mode}", after=after)
+    return run_samples(out, _config(cfg, task, answering), samples, answering.solver(answering_mode(task, cfg)),
+                       lambda records: metrics.compute(records, task), kind="annotate", inputs={"data": cfg.data}, report=_report(task),
+                       problems=problems, batch_size=cfg.batch_size, force=force, description=f"{task.name} · {cfg.model} · {cfg.mode}", after=after)
 
 
 def _report(task: Task) -> Callable[[list[dict[str, Any]], dict[str, Any], Path], None]:
@@ -212,23 +206,24 @@ def judge(out: str | Path, records: list[dict[str, Any]], task: Task, judge_name
     todo = [r for r in records if not r["meta"].get("answered") and "judge" not in r["meta"] and r.get("raw")]
     if not todo:
         return records
-    from annotaudit.models import Request, load_model
+    from annotaudit.models import EngineOptions
+    from annotaudit.models.answering import Answering, Score
 
-    model = load_model(judge_name, engine=engine)
     options = task.labels + ["none"]
     words = [task.verbalizers[lab] for lab in task.labels] + ["None"]
     listed = ", ".join(words[:-1]) + " or None"
-    with progress(f"judge · {model.entry.name}", len(todo)) as advance:
+    pick = Score(lambda sample, prompt: [_continuation(prompt, w) for w in words],
+                 lambda reply: options[max(range(len(options)), key=reply.logprobs.__getitem__)])
+    answer = Answering(judge_name, engine or EngineOptions()).answerer(pick)
+    with progress(f"judge · {answer.model.name}", len(todo)) as advance:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            requests = [Request(JUDGE_PROMPT.format(question=r["input"]["prompt"], reply=r["raw"][0], options=listed)) for r in batch]
-            prompts = [model.render_prompt(q.prompt, False) for q in requests]
-            logps = model.score(requests, [[_continuation(p, w) for w in words] for p in prompts])
-            for rec, lp in zip(batch, logps):
-                pick = options[max(range(len(options)), key=lp.__getitem__)]
-                rec["meta"]["judge"] = model.entry.name
-                if pick != "none":
-                    rec["prediction"] = pick
+            questions = [Sample(r["id"], {"prompt": JUDGE_PROMPT.format(question=r["input"]["prompt"], reply=r["raw"][0], options=listed)})
+                         for r in batch]
+            for rec, choice in zip(batch, answer(questions)):
+                rec["meta"]["judge"] = answer.model.name
+                if choice != "none":
+                    rec["prediction"] = choice
                     rec["meta"].update(answered=True, judged=True)
             write_jsonl(Path(out) / RECORDS, records)
             advance(len(batch))

@@ -33,10 +33,11 @@ from annotaudit.core.io import Problems, read_json, read_records, read_text, wri
 from annotaudit.core.report import Report
 from annotaudit.core.runner import RECORDS, read_run_records, run_config
 from annotaudit.core.runs import RunDir
+from annotaudit.core.tasks import NOANSWER, Task
 
 from . import agreement
 from .alttest import NO_ANSWER, SCORINGS, AltTest, NotTestable, advantage_replicates, alt_test
-from .tasks import NOANSWER, Task, get_task
+from .tasks import get_task
 
 KIND = "verdict"
 METRICS, LABEL_ISSUES = "metrics.json", "label_issues.jsonl"

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from annotaudit.annotate.tasks import Task
 from annotaudit.core.io import write_json
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, REPORT_FILES
 from annotaudit.core.runs import RunDir, console
+from annotaudit.core.tasks import Task
 
 from .data import Example, as_task, load_splits, read_llm_labels, relabel
 from .metrics import label_quality

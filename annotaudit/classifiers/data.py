@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.annotate import readers
-from annotaudit.annotate.tasks import NOANSWER, Task, get_task, read_items
+from annotaudit.annotate.tasks import get_task, read_items
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import iter_jsonl
 from annotaudit.core.runner import RECORDS, Sample, read_run_records, run_config
+from annotaudit.core.tasks import NOANSWER, Task
 
 
 @dataclass

@@ -15,8 +15,8 @@ import numpy as np
 from scipy.integrate import trapezoid
 from sklearn.metrics import cohen_kappa_score, f1_score
 
-from annotaudit.annotate.tasks import NOANSWER, Task
 from annotaudit.core.metrics import Arrays, MetricSpec, divide, values
+from annotaudit.core.tasks import NOANSWER, Task
 
 from .data import LLMLabels
 

@@ -10,9 +10,10 @@ import numpy as np
 import torch
 
 from annotaudit.annotate import readers
-from annotaudit.annotate.tasks import Task, builtin_tasks
+from annotaudit.annotate.tasks import builtin_tasks
 from annotaudit.core.io import read_json
 from annotaudit.core.runner import Sample, make_record, run_samples
+from annotaudit.core.tasks import Task
 
 from .data import Example, as_task, from_sample, load_split, normalize_label, to_sample
 from .metrics import decide, task_metrics

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_model
 
-from annotaudit.annotate.tasks import Task
 from annotaudit.core.checkpoint import load_state, recover, save_state
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, make_record
 from annotaudit.core.runs import RunDir, console, progress
+from annotaudit.core.tasks import Task
 from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking, stop_tracking
 from annotaudit.models.base import load_image
 
