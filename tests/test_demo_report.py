@@ -154,9 +154,11 @@ def test_every_figure_sits_folded_away_at_the_end(page, quick_demo):
 @pytest.mark.slow
 def test_examples_are_pictures(page, quick_demo):
     html = page.read_text()
-    galleries = {name: _section(html, name).count("class='card'") for name in ("1. POPE", "2. CHAIR", "3. Annotation")}
+    annotation, crowd = _section(html, "3. Annotation").split("<h3>Against a crowd")
+    galleries = {name: _section(html, name).count("class='card'") for name in ("1. POPE", "2. CHAIR")}
+    galleries.update({"3. Annotation": annotation.count("class='card'"), "crowd labels to re-check": crowd.count("class='card'")})
     assert all(3 <= n <= 4 for n in galleries.values()), galleries
-    assert html.count("data:image/png;base64,") >= sum(galleries.values()) + 3  # the cards and the POPE, annotation and MMBT charts
+    assert html.count("data:image/png;base64,") >= sum(galleries.values()) + 4  # the cards and the POPE, annotation, prevalence and MMBT charts
     hallucinated = [m[0] for when in ("before", "after") for lang in ("en", "it")
                     for line in (quick_demo / f"audit_{when}" / f"chair_{lang}" / "records.jsonl").read_text().splitlines()
                     for m in json.loads(line)["scores"]["hallucinated"]]
@@ -185,3 +187,30 @@ def test_the_page_renders_in_chromium_without_console_errors(page, chromium, tmp
     log = screenshot(page, tmp_path / "shot.png", tmp_path / "profile", height=3000)
     assert console_errors(log) == [], console_errors(log)
     assert Image.open(tmp_path / "shot.png").size == (1200, 3000)
+
+
+@pytest.mark.slow
+def test_the_annotation_section_gives_the_verdict_against_the_crowd(page, quick_demo):
+    html = page.read_text()
+    crowd = _section(html, "3. Annotation").split("<h3>Against a crowd")[1]
+    summary = json.loads((quick_demo / "summary.json").read_text())
+    for who, name in (("lvlm", "The LVLM"), ("smollm2", "SmolLM2")):
+        word = "passes" if summary[f"verdict.{who}.passed"] else "fails"
+        assert re.search(rf"{name} {word} the alt-test: ω = {summary[f'verdict.{who}.winning_rate']:.2f} at ε = 0.1 \(ρ = {INTERVAL}, 120 items\)",
+                         html_lib.unescape(crowd)), name
+    tables = {caption: (headers, rows) for caption, headers, rows in _tables(crowd)}
+    headers, rows = next(v for k, v in tables.items() if k.startswith("The alt-test against the crowd"))
+    alphas = {row[0]: dict(zip(headers, row)) for row in rows}
+    assert set(alphas) == {"the crowd alone (the ceiling)", "the crowd and LVLM", "the crowd and SmolLM2"}
+    assert all(re.fullmatch(INTERVAL, row["α (nominal)"]) for row in alphas.values())
+    assert abs(float(alphas["the crowd alone (the ceiling)"]["α (nominal)"].split()[0]) - summary["alpha.humans"]) < 6e-4
+    headers, rows = tables["The share of true sentences among the training items"]
+    shares = {row[0]: dict(zip(headers, row)) for row in rows}
+    assert set(shares) == {"the crowd alone", "PPI++ with LVLM", "LVLM alone", "PPI++ with SmolLM2", "SmolLM2 alone"}
+    assert abs(float(shares["PPI++ with LVLM"]["share of true sentences"].split()[0]) - summary["prevalence.true.lvlm.ppi"]) < 6e-4
+    assert all(re.fullmatch(INTERVAL, row["share of true sentences"]) for row in shares.values())
+    assert crowd.count("data:image/png;base64,") >= 1 + crowd.count("class='card'")  # the prevalence chart and the cards
+    first = json.loads((quick_demo / "verdict" / "label_issues.jsonl").read_text().splitlines()[0])
+    memes = {str(json.loads(line)["id"]): json.loads(line) for line in (quick_demo / "world" / "memes" / "train.jsonl").read_text().splitlines()}
+    card = crowd[crowd.index("class='card'") :]
+    assert html_lib.escape(memes[first["item"]]["text"], quote=False) in card[:2000] and "crowd: crowd1" in card[:2000]

@@ -357,6 +357,53 @@ def compare_runs(out: Path, runs: list[Path], seed: int) -> dict[str, Any]:
                    resamples=1000, seed=seed, formats="html,md,csv", force=True)
 
 
+# The authors' epsilon for crowd workers (docs/verdict.md, "Choosing ε").
+CROWD_EPSILON = 0.1
+TRUE_CLASS = "not_hateful"  # a true sentence: the task's label 0
+
+
+def crowd_verdict(world: shapes.World, runs: list[Path], out: Path, seed: int) -> dict[str, Any]:
+    """Each annotate run against the world's three simulated crowd workers, through `annotate verdict`: the alt-test,
+    the humans' alpha as the ceiling, PPI prevalence on the items the crowd did not label, and label issues where a
+    run gave probabilities. Runs after every other step and draws nothing from the demo's random streams."""
+    from annotaudit.annotate.verdict import Options, verdict
+
+    return verdict(world.memes / shapes.CROWD_FILE, runs, out / "verdict", Options(epsilon=CROWD_EPSILON, seed=seed), force=True).metrics
+
+
+def _cell_keys(key: str, fig: dict[str, Any] | None, value: str = "value", n: str | None = None) -> dict[str, Any]:
+    if not fig:
+        return {}
+    found = {key: _num(fig[value]), f"{key}.low": _num(fig["low"]), f"{key}.high": _num(fig["high"])}
+    return {**found, f"{key}.n": fig[n]} if n else found
+
+
+def verdict_summary(metrics: dict[str, Any], annotators: dict[str, str]) -> dict[str, Any]:
+    """Flat keys: verdict.<who>.{winning_rate,passed,epsilon,n_items,advantage_probability(.low,.high)},
+    alpha.humans and alpha.with_<who> (nominal, .low, .high, .n), prevalence.true.<who>.{ppi,humans_only,llm_only}
+    (.low, .high; .n for the last two) with n_human, n_llm_only and lambda."""
+    flat: dict[str, Any] = {}
+    humans = (metrics["agreement"].get("humans") or {}).get("alpha", {}).get("nominal")
+    flat.update(_cell_keys("alpha.humans", humans, n="n_items"))
+    for who, model in annotators.items():
+        test = metrics["llms"].get(model)
+        if test is not None:
+            flat.update({f"verdict.{who}.winning_rate": _num(test["winning_rate"]), f"verdict.{who}.passed": bool(test["passed"]),
+                         f"verdict.{who}.epsilon": _num(test["epsilon"]), f"verdict.{who}.n_items": test["n_items"]})
+            rho = {"value": test["advantage_probability"], **test["advantage_probability_interval"]}
+            flat.update(_cell_keys(f"verdict.{who}.advantage_probability", rho))
+        added = metrics["agreement"]["llms"].get(model, {}).get("alpha_added", {}).get("nominal")
+        flat.update(_cell_keys(f"alpha.with_{who}", added, n="n_items"))
+        prevalence = metrics["prevalence"].get(model, {}).get(TRUE_CLASS)
+        if prevalence is not None:
+            key = f"prevalence.true.{who}"
+            flat.update(_cell_keys(f"{key}.ppi", prevalence["ppi"], "estimate"))
+            flat.update(_cell_keys(f"{key}.humans_only", prevalence["classical"], "estimate", n="n"))
+            flat.update(_cell_keys(f"{key}.llm_only", prevalence["llm_only"], "estimate", n="n"))
+            flat.update({f"{key}.n_human": prevalence["n_human"], f"{key}.n_llm_only": prevalence["n_llm_only"], f"{key}.lambda": _num(prevalence["lambda"])})
+    return flat
+
+
 # the whole run -------------------------------------------------------------------------------
 
 
@@ -412,7 +459,11 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
     classify = mmbt(world, runs, out / "models", out, cfg)
     comparison = compare_runs(out, runs, cfg.seed)
     lap("mmbt")
+    _step("the annotators against a simulated crowd (annotate verdict)")
+    crowd = crowd_verdict(world, runs, out, cfg.seed)
+    lap("verdict")
     summary = flat_summary(before, after, annotations, classify, comparison, annotators)
+    summary.update(verdict_summary(crowd, annotators))
     summary["seconds"] = times
     write_json(out / "summary.json", summary)
     demo_report(out).write(out)

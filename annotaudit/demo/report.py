@@ -30,7 +30,7 @@ LABEL_WORDS = {"hateful": "false", "not_hateful": "true"}
 LABEL_OF_INT = {1: "hateful", 0: "not_hateful"}  # the Hateful Memes layout: 1 flags a false sentence here
 STEP_NAMES = {"world": "generate the world", "build": "build the LVLM (pretrain tower and LLM)", "audit_before": "audit before training",
               "train": "train the LVLM (both stages)", "audit_after": "audit after training", "annotate": "annotate (LVLM, SmolLM2)",
-              "mmbt": "MMBT and the comparison"}
+              "mmbt": "MMBT and the comparison", "verdict": "verdict against the crowd (alt-test, alpha, PPI, label issues)"}
 AUDIT_METRICS = {"pope": ("f1", "accuracy", "yes_ratio"), "chair": ("chair_i", "chair_s", "recall")}
 CHANGE_METRIC = {"pope": "f1", "chair": "chair_i"}
 CHART_RANGE = (0.0, 1.08)  # room above 1 for an error bar's cap
@@ -556,7 +556,23 @@ def annotation_sentence(demo: DemoFolder) -> str | None:
         parts.append(f"{annotator_subject(who, demo)} agrees on {with_interval(found['agreement'])}{chance} and {answers}")
     if not parts:
         return None
-    return "Against the human labels of the task's training items, " + "; ".join(parts) + "."
+    text = "Against the human labels of the task's training items, " + "; ".join(parts)
+    verdicts = _crowd_verdicts(demo)
+    return text + (f"; against three simulated crowd workers, {verdicts}." if verdicts else ".")
+
+
+def _crowd_verdicts(demo: DemoFolder) -> str:
+    """'the LVLM passes the alt-test (ω = 1.00 at ε = 0.1) and SmolLM2 fails it (ω = 0.00)', or '' without a verdict run."""
+    found = crowd_verdict(demo)
+    if found is None:
+        return ""
+    parts = []
+    for who, model in found.models.items():
+        test = found.metrics["llms"].get(model)
+        if isinstance(test, dict):
+            word = "passes" if test["passed"] else "fails"
+            parts.append(f"{annotator_subject(who, demo)} {word} the alt-test (ω = {test['winning_rate']:.2f} at ε = {test['epsilon']:g})")
+    return _join(parts) if parts else ""
 
 
 def mmbt_sentences(demo: DemoFolder, arms: list[Arm]) -> list[str]:
@@ -710,6 +726,7 @@ def annotation_section(r: Report, demo: DemoFolder) -> None:
                 reference=(CHANCE, "chance"))
     r.gallery(disagreement_cards(demo, labels), caption="Items where an annotator's label differs from the human one (differing labels in red). "
                                                        "A 'false' label flags a sentence that is false of its picture (the task's 'hateful').")
+    crowd_part(r, demo)
 
 
 def _annotator_row(demo: DemoFolder, who: str, cells: dict[str, Cell | None], labels: dict[str, dict[str, Any]],
@@ -735,6 +752,174 @@ def _annotation_verdict(demo: DemoFolder, cells: dict[str, dict[str, Cell | None
     if human_facts is not None:
         text += f" The human labels themselves match the facts on {num(human_facts)} of the items."
     return text
+
+
+# the verdict against the crowd ----------------------------------------------------------------------
+
+TRUE_CLASS = "not_hateful"
+
+
+@dataclass
+class CrowdVerdict:
+    """verdict/ of a demo folder: its metrics, its label issues, and each annotator's name in them (the annotate run's model)."""
+
+    metrics: dict[str, Any]
+    issues: list[dict[str, Any]]
+    models: dict[str, str]  # who -> the LLM's name in metrics.json
+    crowd: dict[str, dict[str, str]]  # item -> crowd worker -> label
+
+
+def crowd_verdict(demo: DemoFolder) -> CrowdVerdict | None:
+    """The demo's `annotate verdict` run against the simulated crowd, or None for a folder without one."""
+    metrics = _json(demo.root / "verdict" / "metrics.json")
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("llms"), dict):
+        return None
+    models = {}
+    for who in demo.annotators:
+        manifest = _json(demo.root / f"annotate_{who}" / "run.json")
+        model = manifest.get("config", {}).get("model") if isinstance(manifest, dict) else None
+        if model in metrics["llms"] or model in metrics.get("prevalence", {}):
+            models[who] = model
+    crowd: dict[str, dict[str, str]] = {}
+    path = demo.root / "world" / "memes" / "crowd.csv"
+    if path.is_file():
+        import csv
+
+        with path.open(newline="") as f:
+            for row in csv.DictReader(f):
+                crowd.setdefault(str(row.get("item")), {})[str(row.get("annotator"))] = str(row.get("label"))
+    return CrowdVerdict(metrics, _records_of(demo.root / "verdict" / "label_issues.jsonl"), models, crowd)
+
+
+def _records_of(path: Path) -> list[dict[str, Any]]:
+    return [rec for _, rec in iter_jsonl(path, on_error=lambda _err: None)] if path.is_file() else []
+
+
+def _fig(found: dict[str, Any] | None, value: str = "value") -> Cell | None:
+    if not isinstance(found, dict) or value not in found:
+        return None
+    return {**_cell(found[value], found.get("low"), found.get("high")), "n": found.get("n", found.get("n_items"))}
+
+
+def crowd_part(r: Report, demo: DemoFolder) -> None:
+    found = crowd_verdict(demo)
+    if found is None or not found.models:
+        return
+    memes = meme_rows(demo.root)
+    workers = found.metrics.get("annotators", [])
+    r.heading("Against a crowd: the alt-test, the agreement ceiling and the prevalence of true sentences", level=3)
+    r.text(f"Three simulated crowd workers ({_join(workers)}) each label the same {found.metrics.get('n_items')} training items, drawn at random; "
+           f"each flips the fact at a rate of their own. {_crowd_facts(found, memes)} The verdict (annotate verdict, docs/verdict.md) then asks, "
+           "for each worker, whether an LLM represents the other workers at least as well as that worker does, allowing the LLM an "
+           "advantage ε (the alt-test of Calderon, Reichart and Dror, 2025; the authors' ε for crowd workers); ω is the share of "
+           "workers it beats and it passes at ω ≥ 0.5; ρ is the chance it does at least as well as a random worker on an item.")
+    r.text(" ".join(_verdict_sentence(demo, who, found) for who in found.models))
+    r.table(_verdict_rows(demo, found), caption="The alt-test against the crowd, and Krippendorff's α (nominal) with the crowd's own as the ceiling "
+                                               "(95% bootstrap intervals over items)", drop_empty=True)
+    prevalence_part(r, demo, found, memes)
+    label_issue_part(r, demo, found, memes)
+
+
+def _crowd_facts(found: CrowdVerdict, memes: dict[str, dict[str, Any]]) -> str:
+    parts = []
+    for worker in found.metrics.get("annotators", []):
+        labels = {item: by[worker] for item, by in found.crowd.items() if worker in by}
+        share = fact_agreement(labels, memes)
+        if share is not None:
+            parts.append(f"{worker} {num(share)}")
+    return f"Their labels match the facts on these shares of the items: {', '.join(parts)}." if parts else ""
+
+
+def _verdict_sentence(demo: DemoFolder, who: str, found: CrowdVerdict) -> str:
+    test = found.metrics["llms"].get(found.models[who])
+    if not isinstance(test, dict):
+        return ""
+    interval = test.get("advantage_probability_interval") or {}
+    rho = _cell(test["advantage_probability"], interval.get("low"), interval.get("high"))
+    word = "passes" if test["passed"] else "fails"
+    return (f"{_upper_first(annotator_subject(who, demo))} {word} the alt-test: ω = {test['winning_rate']:.2f} at ε = {test['epsilon']:g} "
+            f"(ρ = {with_interval(rho)}, {test['n_items']} items).")
+
+
+def _verdict_rows(demo: DemoFolder, found: CrowdVerdict) -> list[dict[str, Any]]:
+    agreement = found.metrics.get("agreement", {})
+    humans = _fig(((agreement.get("humans") or {}).get("alpha") or {}).get("nominal"))
+    rows = [{"annotators": "the crowd alone (the ceiling)", "items": humans.get("n") if humans else None, "α (nominal)": humans}]
+    for who, model in found.models.items():
+        test = found.metrics["llms"].get(model) or {}
+        interval = test.get("advantage_probability_interval") or {}
+        added = _fig((agreement.get("llms", {}).get(model, {}).get("alpha_added") or {}).get("nominal"))
+        rows.append({"annotators": f"the crowd and {annotator_name(who, demo)}", "items": test.get("n_items"), "α (nominal)": added,
+                     "alt-test": ("passes" if test["passed"] else "fails") if "passed" in test else None,
+                     "ω (workers beaten)": test.get("winning_rate"), "ρ": _cell(test.get("advantage_probability"), interval.get("low"), interval.get("high")),
+                     "ε": test.get("epsilon")})
+    return rows
+
+
+def prevalence_part(r: Report, demo: DemoFolder, found: CrowdVerdict, memes: dict[str, dict[str, Any]]) -> None:
+    by_who = {who: found.metrics.get("prevalence", {}).get(model, {}).get(TRUE_CLASS) for who, model in found.models.items()}
+    by_who = {who: p for who, p in by_who.items() if isinstance(p, dict)}
+    if not by_who:
+        return
+    r.text("How many of the training items' sentences are true? Prediction-powered inference (PPI++) takes each LLM's labels on all "
+           "the items and corrects them with the crowd's labels on the items the crowd labelled (valid because those are a random "
+           "sample); beside it the crowd's labels alone and the LLM's labels alone. Normal 95% intervals.")
+    rows, chart = [], {}
+    first = next(iter(by_who.values()))
+    crowd_only = _fig(first["classical"], "estimate")
+    rows.append({"estimate from": "the crowd alone", "share of true sentences": crowd_only, "crowd-labelled items": first["n_human"]})
+    for who, p in by_who.items():
+        name = annotator_name(who, demo)
+        ppi, llm_only = _fig(p["ppi"], "estimate"), _fig(p["llm_only"], "estimate")
+        rows.append({"estimate from": f"PPI++ with {name}", "share of true sentences": ppi, "crowd-labelled items": p["n_human"],
+                     "LLM-labelled items": p["n_human"] + p["n_llm_only"], "λ": p.get("lambda")})
+        rows.append({"estimate from": f"{name} alone", "share of true sentences": llm_only, "LLM-labelled items": p["llm_only"].get("n")})
+        chart[name] = {"PPI++": ppi, "crowd alone": _fig(p["classical"], "estimate"), "LLM alone": llm_only}
+    truth = [memes[i]["truth"] for i in memes if "truth" in memes[i]]
+    fact = 1 - sum(truth) / len(truth) if truth else None
+    if fact is not None:
+        r.text(f"The fact: {num(fact)} of the {len(truth)} training sentences are true.")
+    r.table(rows, caption="The share of true sentences among the training items", floatfmt=".3f", drop_empty=True)
+    r.bar_chart(chart, "Share of true sentences: PPI++, the crowd alone and the LLM alone (95% intervals)", "share true", ylim=CHART_RANGE,
+                reference=(fact, "the fact") if fact is not None else None)
+
+
+def label_issue_part(r: Report, demo: DemoFolder, found: CrowdVerdict, memes: dict[str, dict[str, Any]]) -> None:
+    names = {model: who for who, model in found.models.items()}
+    issues = [row for row in found.issues if row.get("llm") in names]
+    cards = []
+    for row in sorted(issues, key=lambda x: x.get("rank", 0)):
+        meme = memes.get(str(row.get("item")))
+        if meme is not None and (demo.root / "world" / "memes" / str(meme.get("img", ""))).is_file():
+            cards.append(Card(demo.root / "world" / "memes" / meme["img"], _issue_lines(demo, names[row["llm"]], row, meme)))
+        if len(cards) == EXAMPLES:
+            break
+    if not cards:
+        return
+    who = {names[row["llm"]] for row in issues}
+    r.heading("Crowd labels to re-check", level=3)
+    r.text(f"cleanlab (CROWDLAB) weighs the workers against the label probabilities of {_join([annotator_subject(w, demo) for w in sorted(who)])} "
+           "and ranks the items whose majority label is most likely wrong; the first few are below, all of them in verdict/label_issues.jsonl. "
+           "A candidate to re-check, not a verdict: the fact is shown too.")
+    r.gallery(cards, caption="The crowd's labels (a label against the majority in red), the majority's quality score (lower = more "
+                             "likely wrong), the LLM's label with its probability, and the fact.")
+
+
+def _issue_lines(demo: DemoFolder, who: str, row: dict[str, Any], meme: dict[str, Any]) -> list[Line]:
+    labels = row.get("human_labels") or {}
+    majority = row.get("majority_label")
+    pairs = labels.items() if isinstance(labels, dict) else enumerate(labels, 1)
+    crowd: list[Any] = ["crowd: "]
+    for k, (worker, label) in enumerate(pairs):
+        crowd += [", "] if k else []
+        crowd += [f"{worker} ", (label_word(label), "wrong") if majority is not None and label != majority else label_word(label)]
+    lines: list[Line] = [[(f'"{meme.get("text", "")}"', "strong")], crowd]
+    if majority is not None:
+        lines.append(f"majority: {label_word(majority)} (score {num(row.get('score'))})")
+    lines.append(f"{annotator_name(who, demo)}: {label_word(row.get('llm_label'))}, probability {num(row.get('llm_probability'))}")
+    if "truth" in meme:
+        lines.append(f"the fact: the sentence is {label_word(LABEL_OF_INT.get(meme['truth']))}")
+    return lines
 
 
 def mmbt_section(r: Report, demo: DemoFolder, arms: list[Arm]) -> None:

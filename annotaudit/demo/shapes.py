@@ -17,6 +17,7 @@ they do in COCO and popular and adversarial POPE are harder than random.
                                            label 1 (the flagged class, read as "hateful") = the sentence is FALSE of
                                            the picture; "human" labels with a few deliberate slips (`truth` keeps the fact)
   memes/task.yaml                          the same task for `annotate run --task`
+  memes/crowd.csv                          three simulated crowd workers' labels on a sample of the training items
   world.json                               categories with English and Italian names, colours, themes, counts
 """
 
@@ -483,8 +484,15 @@ positive: hateful
 """
 
 
+# Three simulated crowd workers, each flipping the fact at a rate of their own, on a random sample of the training items.
+CROWD_FLIP_RATES = {"crowd1": 0.08, "crowd2": 0.12, "crowd3": 0.20}
+CROWD_ITEMS = 120
+CROWD_FILE = "crowd.csv"
+CROWD_LABELS = {0: "not_hateful", 1: "hateful"}  # the task's labels for a true (0) and a false (1) sentence
+
+
 def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_memes: int = 300, seed: int = 0, image_size: int = 128, human_error: float = 0.05,
-                   negative_skew: float = NEGATIVE_SKEW) -> World:
+                   negative_skew: float = NEGATIVE_SKEW, crowd_items: int = CROWD_ITEMS) -> World:
     """Write the whole world under `out`; the same arguments always give the same bytes."""
     root = Path(out)
     img_dir = root / "images"
@@ -512,6 +520,7 @@ def generate_world(out: str | Path, n_train: int = 1200, n_val: int = 150, n_mem
         both = _interleave(*(read_json(files[lang]) for lang in ("en", "it")))
         files["both"] = _dump(root / f"llava/{key}.json", both)
     memes_dir, task = _write_memes(root, n_memes, n_train + n_val + 1, image_size, random.Random(f"{seed}-memes"), human_error)
+    write_crowd(memes_dir, random.Random(f"{seed}-crowd"), crowd_items)
     meta = _dump(root / "world.json", _meta(splits, freq, seed, image_size, n_memes, negative_skew))
     return World(root, img_dir, instances, caps, pretrain, instruct, memes_dir, task, meta)
 
@@ -554,6 +563,23 @@ def _write_memes(root: Path, n: int, first_id: int, size: int, rng: random.Rando
     task = memes / "task.yaml"
     write_text(task, TASK_YAML)
     return memes, task
+
+
+def write_crowd(memes: Path, rng: random.Random, n_items: int = CROWD_ITEMS) -> Path | None:
+    """memes/crowd.csv: the crowd workers' labels (item, annotator, label) on `n_items` training items drawn uniformly.
+
+    The draws come from a stream of their own, after everything else is written, so the rest of the world is
+    the same bytes with or without them; none are written when `n_items` is 0."""
+    if n_items <= 0:
+        return None
+    rows = [rec for line in (memes / "train.jsonl").read_text().splitlines() if line for rec in [json.loads(line)]]
+    picked = sorted(rng.sample(rows, min(n_items, len(rows))), key=lambda r: r["id"])
+    lines = ["item,annotator,label"]
+    for rec in picked:
+        for annotator, rate in CROWD_FLIP_RATES.items():
+            label = 1 - rec["truth"] if rng.random() < rate else rec["truth"]
+            lines.append(f"{rec['id']},{annotator},{CROWD_LABELS[label]}")
+    return write_text(memes / CROWD_FILE, "\n".join(lines) + "\n")
 
 
 def _meta(splits: dict[str, list[Scene]], freq: Counter[str], seed: int, size: int, n_memes: int, negative_skew: float) -> dict[str, Any]:
