@@ -27,11 +27,11 @@ from annotaudit.core.io import Problems, read_json, read_records, read_text, wri
 from annotaudit.core.metrics import Arrays, MetricSpec, defined, ratio, share_of, values
 from annotaudit.core.runner import RECORD_KEYS, RECORDS, run_config, save_records
 from annotaudit.core.runs import MANIFEST, fingerprint
+from annotaudit.core.vocab import LANGUAGES
 
 from . import chair_words
 from .chair_words import COCO_CATEGORIES, TOKEN_RE, singularize
 
-LANGUAGES = ("en", "it")
 Mention = tuple[str, str]  # (words as written in the caption, COCO category)
 
 

@@ -16,9 +16,8 @@ import numpy as np
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, read_records
 from annotaudit.core.metrics import Arrays, MetricSpec, divide, names, share_of, values
+from annotaudit.core.vocab import LANGUAGES
 
-SETTINGS = ("random", "popular", "adversarial")
-LANGUAGES = ("en", "it")
 DEFAULT_IMAGE_PATTERN = "COCO_val2014_{id:012d}.jpg"
 
 # The paper's four templates (its prompt-sensitivity study); the first is the standard one.

@@ -13,8 +13,9 @@ from typing import Any
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, write_jsonl
+from annotaudit.core.vocab import LANGUAGES, SETTINGS
 
-from .pope import DEFAULT_IMAGE_PATTERN, LANGUAGES, SETTINGS, italian_phrase, question_text
+from .pope import DEFAULT_IMAGE_PATTERN, italian_phrase, question_text
 
 Objects = dict[Any, list[str]]
 

@@ -17,8 +17,9 @@ from typing import Any
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import parquet_columns, read_parquet_records, read_records, read_sheet_records
+from annotaudit.core.vocab import SETTINGS
 
-from .pope import SETTINGS, answer_lines, parse_question, read_questions
+from .pope import answer_lines, parse_question, read_questions
 
 ANSWER_FORMATS = ("auto", "pope", "llava", "records", "lmms-eval", "vlmevalkit")
 QUESTION_FORMATS_TRIED = "POPE question lines (question_id, image, text, label), LLaVA's llava_pope_test.jsonl (question_id, image, text, category) with --labels, hub parquet (question_id, question, answer, image, category)"

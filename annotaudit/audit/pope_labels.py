@@ -22,8 +22,9 @@ from typing import Any
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json
+from annotaudit.core.vocab import SETTINGS
 
-from .pope import CANDIDATES, METRIC_NAMES, SETTINGS, metrics, read_questions
+from .pope import CANDIDATES, METRIC_NAMES, metrics, read_questions
 from .pope_formats import question_key, setting_of
 
 AVERAGING = "mean_f1 is the unweighted mean of the settings' F1; with several templates each figure is the mean over templates"

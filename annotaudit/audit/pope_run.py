@@ -16,13 +16,12 @@ from typing import Any
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import safe_path
 from annotaudit.core.runner import RECORDS, Sample, make_record, read_run_records, run_config, run_samples, save_records, score_records
+from annotaudit.core.vocab import LANGUAGES, SETTINGS
 
 from .pope import (
     CANDIDATES,
-    LANGUAGES,
     METRIC_NAMES,
     PARSERS,
-    SETTINGS,
     TEMPLATES,
     get_parser,
     metrics,

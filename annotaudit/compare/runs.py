@@ -19,13 +19,12 @@ from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, safe_path
 from annotaudit.core.runner import METRICS, read_run_records, run_config, run_manifest
 from annotaudit.core.runs import MANIFEST
+from annotaudit.core.vocab import LANGUAGES, SETTINGS
 
 KINDS = ("pope", "chair", "vqa", "annotate", "mmbt", "verdict")
 KIND_NAMES = {"pope": "POPE", "chair": "CHAIR", "vqa": "VQA", "annotate": "annotation", "mmbt": "MMBT", "verdict": "verdict"}
 UNFINISHED = "(unfinished)"
 TOLERANCE = 1e-9
-SETTINGS = ("random", "popular", "adversarial")
-LANGUAGE_TOKENS = {"en", "it"}
 
 
 @dataclass
@@ -71,7 +70,7 @@ def dataset_name(path: Any, fallback: str) -> str:
     if not path:
         return fallback
     parts = [p for p in re.split(r"[_\-]", Path(str(path)).stem) if p]
-    kept = [p for p in parts if p.lower() not in LANGUAGE_TOKENS and p.lower() not in SETTINGS]
+    kept = [p for p in parts if p.lower() not in LANGUAGES and p.lower() not in SETTINGS]
     return "_".join(kept) or fallback
 
 
@@ -144,7 +143,7 @@ def _chair(run: Path, config: dict[str, Any], records: list[dict[str, Any]]) -> 
     entries = []
     for pid, recs in by_prompt.items():
         # a prompt named after its language ('en', 'I1-it') is the same prompt as its translations
-        prompt = "default" if pid in LANGUAGE_TOKENS else re.sub(r"[-_](en|it)$", "", pid)
+        prompt = "default" if pid in LANGUAGES else re.sub(rf"[-_]({'|'.join(LANGUAGES)})$", "", pid)
         entries.append(Entry("chair", _chair_dataset(config, source), model_name(model), prompt, language, "", run, recs,
                              {"language": language, "fix_quirks": bool(config.get("fix_quirks"))}))
     return entries

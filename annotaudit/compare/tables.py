@@ -17,11 +17,12 @@ from typing import Any
 
 from annotaudit.audit.pope_formats import setting_of
 from annotaudit.core.errors import InputError
+from annotaudit.core.vocab import LANGUAGES, SETTINGS
 
 from . import measures
 from .bootstrap import MIN_CLUSTERS, MIN_ITEMS, ContentMismatch, Difference, Interval, Items, Statistic, bootstrap, common_items, flag, paired_difference
 from .multiplicity import ALPHA, resamples_needed
-from .runs import KIND_NAMES, SETTINGS, UNFINISHED, Entry
+from .runs import KIND_NAMES, UNFINISHED, Entry
 
 METRIC_LABELS = {"accuracy": "Acc", "precision": "Prec", "recall": "Rec", "f1": "F1", "yes_ratio": "Yes", "chair_s": "CHAIR_s",
                  "chair_i": "CHAIR_i", "exact": "Exact", "approx": "Approx", "answer_rate": "Answer rate", "auroc": "AUROC",
@@ -125,7 +126,7 @@ def _n_column(language: str) -> str:
 
 
 def _languages(entries: list[Entry]) -> list[str]:
-    return _ordered([e.language for e in entries], ("en", "it"))
+    return _ordered([e.language for e in entries], LANGUAGES)
 
 
 def _by(entries: list[Entry], key: Callable[[Entry], Any]) -> dict[Any, list[Entry]]:

@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 from annotaudit.core.io import iter_jsonl, read_json, write_json
 from annotaudit.core.runs import RunDir, console, progress
+from annotaudit.core.vocab import LANGUAGES as LANGS
+from annotaudit.core.vocab import SETTINGS
 from annotaudit.demo import shapes
 from annotaudit.demo.report import arm_key, demo_report
 
-LANGS = ("en", "it")
-SETTINGS = ("random", "popular", "adversarial")
 CAPTION_PROMPT = {"en": "Generate a short caption of the image.", "it": "Genera una breve didascalia dell'immagine."}
 
 

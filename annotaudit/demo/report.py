@@ -17,10 +17,10 @@ from typing import Any
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import iter_jsonl, read_json
 from annotaudit.core.report import Card, Line, Piece, Report
+from annotaudit.core.vocab import LANGUAGES as LANGS
+from annotaudit.core.vocab import SETTINGS
 
-LANGS = ("en", "it")
 LANGUAGE_NAMES = {"en": "English", "it": "Italian"}
-SETTINGS = ("random", "popular", "adversarial")
 WHEN = ("before", "after")
 CHANCE = 0.5
 EXAMPLES = 4
