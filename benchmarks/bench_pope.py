@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 
 from annotaudit.audit.pope import read_questions  # noqa: E402
 from annotaudit.audit.pope_build import build_question_sets, write_questions  # noqa: E402
-from annotaudit.audit.pope_run import prompt_for, run_pope  # noqa: E402
+from annotaudit.audit.pope_run import PopeConfig, prompt_for, run_pope  # noqa: E402
 from annotaudit.models import GenerationConfig, Request, load_model  # noqa: E402
 
 
@@ -76,7 +76,7 @@ def main() -> None:
     slow = naive(model, questions, args.images, args.max_new_tokens)
     t_naive = time.perf_counter() - t0
     t0 = time.perf_counter()
-    run_pope(subset, args.images, model, tmp / "run", batch_images=args.batch_images, max_new_tokens=args.max_new_tokens)
+    run_pope(PopeConfig(subset, args.images, model, batch_images=args.batch_images, max_new_tokens=args.max_new_tokens), tmp / "run")
     t_run = time.perf_counter() - t0
     fast = [json.loads(line)["raw"] for line in (tmp / "run" / "records.jsonl").read_text().splitlines()]
 

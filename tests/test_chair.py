@@ -327,7 +327,7 @@ def test_concatenated_pretty_printed_objects_are_read_with_their_lines(tmp_path)
 
 
 def test_run_records_follow_the_schema_rescore_without_the_model_and_edited_inputs_are_refused(tmp_path, tiny):
-    from annotaudit.audit.chair_run import run_chair
+    from annotaudit.audit.chair_run import ChairConfig, run_chair
 
     images = tmp_path / "val2014"
     images.mkdir()
@@ -338,7 +338,7 @@ def test_run_records_follow_the_schema_rescore_without_the_model_and_edited_inpu
     truth, run, model = {139: {"dog", "person"}, 285: {"cat"}}, tmp_path / "run", f"hf:{tiny('llava_next')}"
 
     def chair(truth=truth):
-        return run_chair(model, images, truth, run, {"I1": "Caption it."}, image_ids=ids, max_new_tokens=6)
+        return run_chair(ChairConfig(model, images, truth, {"I1": "Caption it."}, image_ids=ids, max_new_tokens=6), run)
 
     metrics = chair()
     assert metrics["n_captions"] == 2 and metrics["model"] == model

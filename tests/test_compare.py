@@ -95,7 +95,7 @@ def chair_runs(root: Path) -> list[Path]:
 
 def vqa_runs(root: Path, tiny) -> list[Path]:
     """`lvlm eval` of two tiny LVLMs under two formattings."""
-    from annotaudit.lvlm.evaluate import evaluate
+    from annotaudit.lvlm.evaluate import EvalConfig, evaluate
 
     task = root / "vqa"
     (task / "images").mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def vqa_runs(root: Path, tiny) -> list[Path]:
     runs = []
     for kind in ("llava", "llava_next"):
         out = root / "runs" / f"vqa_{kind}"
-        evaluate(tiny(kind), str(task / "vqa.jsonl"), task / "images", out, max_new_tokens=3, formatting="post,pre")
+        evaluate(EvalConfig(tiny(kind), str(task / "vqa.jsonl"), task / "images", max_new_tokens=3, formatting="post,pre"), out)
         runs.append(out)
     return runs
 

@@ -15,7 +15,6 @@ import pytest
 from PIL import Image
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.runner import USAGE
 from annotaudit.models import EngineOptions, GenerationConfig, Request, load_model
 from annotaudit.testing.engines import REPO, FaultyProxy, restart, smollm2_folder, start_transformers_serve, start_vllm_server
 
@@ -204,9 +203,8 @@ def test_retries_429_and_dropped_connections_through_a_proxy(vllm, http_model, t
         with FaultyProxy(port, fail_first=3, fault=fault, retry_after=0.1).running() as proxy:
             model = load_model("openai:smollm2", engine=EngineOptions(base_url=proxy.base_url, concurrency=2, retries=4, backoff=0.05,
                                                                       cache_dir=str(tmp_path / fault)))
-            before = USAGE.retries
             assert [g.text for g in model.generate(prompts, config)] == direct
-            assert proxy.faults_sent == 3 and USAGE.retries - before >= 3 and proxy.forwarded >= 1
+            assert proxy.faults_sent == 3 and model.usage.retries >= 3 and proxy.forwarded >= 1
 
 
 def test_rate_limit_spaces_requests(vllm, tmp_path):
@@ -255,8 +253,8 @@ def test_pope_run_sends_images_over_http(tserve, tmp_path):
 
 
 def test_chair_run_and_lvlm_eval_caption_and_answer_over_http(tserve, tmp_path):
-    from annotaudit.audit.chair_run import run_chair
-    from annotaudit.lvlm.evaluate import evaluate
+    from annotaudit.audit.chair_run import ChairConfig, run_chair
+    from annotaudit.lvlm.evaluate import EvalConfig, evaluate
 
     server = tserve["server"]
     engine = EngineOptions(base_url=server.base_url)
@@ -264,15 +262,15 @@ def test_chair_run_and_lvlm_eval_caption_and_answer_over_http(tserve, tmp_path):
     images.mkdir()
     for image_id, colour in ((139, "red"), (285, "blue")):
         Image.new("RGB", (24, 24), colour).save(images / f"COCO_val2014_{image_id:012d}.jpg")
-    chair = run_chair(f"openai:{server.model}", images, {139: {"dog"}, 285: {"cat"}}, tmp_path / "chair", {"I1": "Describe the image."},
-                      sample=2, max_new_tokens=6, engine=engine)
+    chair = run_chair(ChairConfig(f"openai:{server.model}", images, {139: {"dog"}, 285: {"cat"}}, {"I1": "Describe the image."}, sample=2,
+                                  max_new_tokens=6), tmp_path / "chair", engine=engine)
     captions = _lines(tmp_path / "chair" / "records.jsonl")
     assert chair["n_captions"] == 2 and chair["model"] == f"openai:{server.model}" and all(isinstance(r["raw"], str) for r in captions)
     assert json.loads((tmp_path / "chair" / "run.json").read_text())["sessions"][-1]["usage"]["requests"] == 2
     vqa = tmp_path / "vqa.jsonl"
     vqa.write_text("".join(json.dumps({"id": f"q{i}", "image": f"COCO_val2014_{i:012d}.jpg", "question": "What colour is it?",
                                        "answer": colour}) + "\n" for i, colour in ((139, "red"), (285, "blue"))))
-    scores = evaluate(f"openai:{server.model}", str(vqa), images, tmp_path / "vqa", formatting="post", max_new_tokens=4, engine=engine)
+    scores = evaluate(EvalConfig(f"openai:{server.model}", str(vqa), images, formatting="post", max_new_tokens=4), tmp_path / "vqa", engine=engine)
     answers = _lines(tmp_path / "vqa" / "records.jsonl")
     assert scores["n_questions"] == 2 and len(answers) == 2 and all(isinstance(r["raw"], str) for r in answers)
 

@@ -19,7 +19,7 @@ from annotaudit.cli.main import app
 from annotaudit.core.errors import InputError
 from annotaudit.lvlm.build import build_lvlm
 from annotaudit.lvlm.data import IGNORE, count_image_tokens, load_conversations, mask_conversation, to_messages
-from annotaudit.lvlm.evaluate import evaluate, load_task
+from annotaudit.lvlm.evaluate import EvalConfig, evaluate, load_task
 from annotaudit.lvlm.formatting import approx_match, exact_match, format_prompt
 from annotaudit.lvlm.train import train
 
@@ -345,14 +345,14 @@ def test_formattings_and_metrics():
 
 
 def test_trained_model_beats_untrained_and_eval_resumes(built, stage2, task, tmp_path):
-    untrained = evaluate(built, str(task / "vqa.jsonl"), task / "images", tmp_path / "e0", max_new_tokens=4, formatting="post")
-    trained = evaluate(stage2, str(task / "vqa.jsonl"), task / "images", tmp_path / "e1", max_new_tokens=4)
+    untrained = evaluate(EvalConfig(built, str(task / "vqa.jsonl"), task / "images", max_new_tokens=4, formatting="post"), tmp_path / "e0")
+    trained = evaluate(EvalConfig(stage2, str(task / "vqa.jsonl"), task / "images", max_new_tokens=4), tmp_path / "e1")
     assert set(trained["formattings"]) == {"post", "pre-swap", "post-swap", "pre"}
     assert trained["formattings"]["post"]["exact"] >= untrained["formattings"]["post"]["exact"] + 0.5
     assert trained["worst_approx"] >= trained["worst_exact"] and trained["std_exact"] >= 0
     preds = (tmp_path / "e1" / "records.jsonl").read_text()
     assert len(preds.splitlines()) == 48 and "report.html" in os.listdir(tmp_path / "e1")
-    again = evaluate(stage2, str(task / "vqa.jsonl"), task / "images", tmp_path / "e1", max_new_tokens=4)
+    again = evaluate(EvalConfig(stage2, str(task / "vqa.jsonl"), task / "images", max_new_tokens=4), tmp_path / "e1")
     assert again == trained and (tmp_path / "e1" / "records.jsonl").read_text() == preds
     assert json.loads((tmp_path / "e1" / "metrics.json").read_text()) == trained
     rec = json.loads(preds.splitlines()[0])
@@ -367,7 +367,7 @@ def test_eval_rescores_without_the_model_and_refuses_an_edited_task(built, task,
 
     vqa = tmp_path / "vqa.jsonl"
     shutil.copy(task / "vqa.jsonl", vqa)
-    first = evaluate(built, str(vqa), task / "images", tmp_path / "e", max_new_tokens=2, formatting="post,pre", limit=3)
+    first = evaluate(EvalConfig(built, str(vqa), task / "images", max_new_tokens=2, formatting="post,pre", limit=3), tmp_path / "e")
     (tmp_path / "e" / "metrics.json").unlink()
     assert rescore_eval(tmp_path / "e") == first and (tmp_path / "e" / "metrics.json").is_file()
     (tmp_path / "e" / "metrics.json").unlink()
@@ -376,7 +376,7 @@ def test_eval_rescores_without_the_model_and_refuses_an_edited_task(built, task,
     assert json.loads((tmp_path / "e" / "metrics.json").read_text()) == first
     vqa.write_text(vqa.read_text().replace("rosso", "nero"))
     with pytest.raises(ConfigMismatch, match="input task"):
-        evaluate(built, str(vqa), task / "images", tmp_path / "e", max_new_tokens=2, formatting="post,pre", limit=3)
+        evaluate(EvalConfig(built, str(vqa), task / "images", max_new_tokens=2, formatting="post,pre", limit=3), tmp_path / "e")
 
 
 def test_named_task_layouts(tmp_path):

@@ -26,7 +26,7 @@ from annotaudit.audit.pope import (
     score_answers,
 )
 from annotaudit.audit.pope_build import build_question_sets, frequency, negatives, objects_from_coco, objects_from_json, ranking_from_table
-from annotaudit.audit.pope_run import best_threshold, run_pope, score_pope
+from annotaudit.audit.pope_run import PopeConfig, best_threshold, run_pope, score_pope
 from annotaudit.cli.audit_pope import app
 from annotaudit.core.errors import InputError
 
@@ -348,7 +348,7 @@ def test_run_tiny_lvlm(tmp_path, tiny, kind, mode, language):
     qdir, img_dir = _dataset(tmp_path)
     out = tmp_path / "run"
     model = "hf:" + str(tiny(kind))
-    summary = run_pope(qdir / "tiny_pope_random.json", img_dir, model, out, mode=mode, language=language, max_new_tokens=6)
+    summary = run_pope(PopeConfig(qdir / "tiny_pope_random.json", img_dir, model, mode=mode, language=language, max_new_tokens=6), out)
     answers = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(answers) == 12 and {a["meta"]["question_id"] for a in answers} == set(range(1, 13))
     assert all(a["prediction"] in ("yes", "no") and set(a) == {"id", "input", "target", "prediction", "raw", "scores", "meta"} for a in answers)
@@ -375,13 +375,13 @@ def test_run_all_settings_resumes_and_writes_one_table(tmp_path, tiny):
     qdir, img_dir = _dataset(tmp_path, n_images=2)
     out = tmp_path / "run"
     model = "hf:" + str(tiny("llava"))
-    run_pope(qdir, img_dir, model, out, setting="all", mode="generate", max_new_tokens=4)
+    run_pope(PopeConfig(qdir, img_dir, model, setting="all", mode="generate", max_new_tokens=4), out)
     first = (out / "records.jsonl").read_text()
     lines = first.splitlines(keepends=True)
     assert len(lines) == 24 and [json.loads(x)["id"] for x in lines[8:10]] == ["popular/1/1", "popular/1/2"]
     # a killed run: keep random and three popular answers, tear the next line, and resume
     (out / "records.jsonl").write_text("".join(lines[:11]) + lines[11][:10])
-    run_pope(qdir, img_dir, model, out, setting="all", mode="generate", max_new_tokens=4)
+    run_pope(PopeConfig(qdir, img_dir, model, setting="all", mode="generate", max_new_tokens=4), out)
     assert (out / "records.jsonl").read_text() == first
     report = (out / "report.md").read_text()
     assert all(f"| {s} |" in report for s in SETTINGS)
@@ -392,11 +392,11 @@ def test_run_all_settings_resumes_and_writes_one_table(tmp_path, tiny):
     from annotaudit.core.runs import ConfigMismatch
 
     with pytest.raises(ConfigMismatch):
-        run_pope(qdir, img_dir, model, out, setting="all", mode="score")
+        run_pope(PopeConfig(qdir, img_dir, model, setting="all", mode="score"), out)
     with open(qdir / "tiny_pope_popular.json", "a") as fh:  # an edited question file is another input
         fh.write("\n")
     with pytest.raises(ConfigMismatch, match="questions"):
-        run_pope(qdir, img_dir, model, out, setting="all", mode="generate", max_new_tokens=4)
+        run_pope(PopeConfig(qdir, img_dir, model, setting="all", mode="generate", max_new_tokens=4), out)
 
 
 def test_run_cli_prompt_variants_all(tmp_path, tiny):
@@ -421,7 +421,7 @@ def test_run_missing_image_names_question_line(tmp_path, tiny):
     qdir, img_dir = _dataset(tmp_path, n_images=2)
     next(img_dir.glob("*.jpg")).unlink()
     with pytest.raises(InputError, match=r"tiny_pope_random.json:\d+: image"):
-        run_pope(qdir / "tiny_pope_random.json", img_dir, "hf:" + str(tiny("llava")), tmp_path / "run", batch_images=1)
+        run_pope(PopeConfig(qdir / "tiny_pope_random.json", img_dir, "hf:" + str(tiny("llava")), batch_images=1), tmp_path / "run")
 
 
 def test_best_threshold_removes_a_yes_bias():

@@ -6,16 +6,19 @@ records.jsonl (one record per prompt and image), so a stopped run resumes where 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, read_text, safe_path
 from annotaudit.core.runner import Sample, make_record, run_samples
+from annotaudit.core.vocab import LANGUAGES
 
 from .chair import caption_scores, chair_metrics, chair_report_writer, extractor, parse_image_id
 
@@ -100,22 +103,49 @@ def choose_images(index: dict[int, Path], truth: dict[int, set[str]], image_ids:
     return sorted(random.Random(seed).sample(candidates, sample))
 
 
-def run_chair(
-    model: str, images_dir: str | Path, truth: dict[int, set[str]], out: str | Path, prompts: dict[str, str], image_ids: str | Path | None = None,
-    sample: int | None = None, seed: int = 0, max_new_tokens: int = 512, batch_size: int = 4, language: str = "en", fix_quirks: bool = False,
-    force: bool = False, truth_source: str = "", loader: Any = None, engine: Any = None,
-) -> dict[str, Any]:
+@dataclass
+class ChairConfig:
+    """What `audit chair run` asks, checked on construction. `model` is a name, or a model already loaded;
+    `truth` is image id -> objects, and `truth_source` says where it came from."""
+
+    model: str | Any
+    images: str | Path
+    truth: dict[int, set[str]]
+    prompts: dict[str, str]
+    image_ids: str | Path | None = None
+    sample: int | None = None
+    seed: int = 0
+    max_new_tokens: int = 512
+    batch_size: int = 4
+    language: str = "en"
+    fix_quirks: bool = False
+    truth_source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.prompts:
+            raise InputError("give --prompt TEXT or --prompt-set I1,I2")
+        if self.language not in LANGUAGES:
+            raise InputError(f"language must be one of {', '.join(LANGUAGES)}, not {self.language!r}")
+        for name in ("max_new_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if self.image_ids is None and (self.sample is None or self.sample < 1):
+            raise InputError("give --image-ids FILE or --sample N (N >= 1)")
+
+
+def run_chair(cfg: ChairConfig, out: str | Path, force: bool = False, engine: Any = None) -> dict[str, Any]:
     """Caption the chosen images under every prompt (resuming), then score; returns the metrics.
 
     One sample per (prompt, image), id "<prompt_id>:<image_id>"; an image's prompts share a batch,
     so `batch_size` captions make about batch_size / len(prompts) images a batch. `engine` (EngineOptions)
     says how to reach a model server; its request cache defaults to <out>/cache.
     """
-    from annotaudit.models.base import EngineOptions, engine_config
+    from annotaudit.models.answering import Answering, prompt_and_image
 
-    engine = (engine or EngineOptions()).for_run(out)
+    answering = Answering.for_run(cfg.model, out, engine, needs_images="CHAIR")
+    images_dir, truth, prompts, model = cfg.images, cfg.truth, cfg.prompts, answering.name
     index = index_images(images_dir)
-    chosen = choose_images(index, truth, image_ids, sample, seed)
+    chosen = choose_images(index, truth, cfg.image_ids, cfg.sample, cfg.seed)
     for iid in chosen:  # before any model loads: a symlink out of the folder is refused
         try:
             safe_path(images_dir, index[iid].name)
@@ -123,51 +153,36 @@ def run_chair(
             raise InputError(exc.message, path=index[iid], item=str(iid)) from None
     config = {
         "model": model, "images": str(Path(images_dir).resolve()),
-        "image_ids_file": str(Path(image_ids).resolve()) if image_ids is not None else None, "image_ids": chosen, "prompts": prompts, "seed": seed, "max_new_tokens": max_new_tokens, "language": language, "fix_quirks": fix_quirks,
-        "ground_truth": truth_source, "ground_truth_digest": _truth_digest(truth, chosen), **engine_config(engine),
+        "image_ids_file": str(Path(cfg.image_ids).resolve()) if cfg.image_ids is not None else None, "image_ids": chosen, "prompts": prompts,
+        "seed": cfg.seed, "max_new_tokens": cfg.max_new_tokens, "language": cfg.language, "fix_quirks": cfg.fix_quirks,
+        "ground_truth": cfg.truth_source, "ground_truth_digest": _truth_digest(truth, chosen), **answering.config(),
     }
     samples = [
         Sample(f"{pid}:{iid}", {"prompt": text, "image": index[iid].name}, sorted(truth[iid]), {"prompt_id": pid, "image_id": iid}, group=str(iid))
         for iid in chosen for pid, text in prompts.items()
     ]
+    solver = answering.solver(captioning(cfg.max_new_tokens, cfg.seed, cfg.language, cfg.fix_quirks), prompt_and_image(images_dir))
+    return run_samples(out, config, samples, solver, lambda records: {**chair_metrics(records, cfg.language, cfg.fix_quirks), "model": model},
+                       kind="chair", inputs={"images": images_dir, "image_ids": cfg.image_ids}, report=chair_report_writer(f"CHAIR of {model}"),
+                       batch_size=max(1, cfg.batch_size // len(prompts)), description="captions", force=force)
 
-    def solver(device: str | None):
-        return _captioner(model, Path(images_dir), max_new_tokens, seed, language, fix_quirks, loader, device, engine)
 
-    metrics = run_samples(out, config, samples, solver, lambda records: {**chair_metrics(records, language, fix_quirks), "model": model},
-                          kind="chair", inputs={"images": images_dir, "image_ids": image_ids}, report=chair_report_writer(f"CHAIR of {model}"), batch_size=max(1, batch_size // len(prompts)),
-                          description="captions", force=force)
-    return metrics
+def captioning(max_new_tokens: int, seed: int, language: str, fix_quirks: bool) -> Any:
+    """Greedy captions, each scored as it is made."""
+    from annotaudit.models import GenerationConfig
+    from annotaudit.models.answering import Generate
+
+    ext = functools.cache(lambda: extractor(language, fix_quirks))  # the vocabulary is read only when a caption comes
+
+    def parse(reply: Any) -> dict[str, Any]:
+        gen = reply.generation
+        prediction, scores = caption_scores(gen.text, set(reply.sample.target), ext())
+        return make_record(reply.sample, prediction, gen.text, scores, num_tokens=gen.num_tokens[0])
+
+    return Generate(GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, seed=seed), parse)
 
 
 def _truth_digest(truth: dict[int, set[str]], chosen: list[int]) -> str:
     """The chosen images' ground truth, hashed: another ground truth for them is another run."""
     text = json.dumps([[iid, sorted(truth[iid])] for iid in chosen])
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
-
-
-def _captioner(model_name: str, images_dir: Path, max_new_tokens: int, seed: int, language: str, fix_quirks: bool, loader: Any, device: str | None,
-               engine: Any = None):
-    """Load the model and return answer(batch) -> records, each caption scored as it is made."""
-    from annotaudit.models import GenerationConfig, Request, load_model
-    from annotaudit.models.base import image_error_item
-
-    model = loader(model_name) if loader is not None else load_model(model_name, device=device, engine=engine)
-    if not model.accepts_images:
-        raise InputError(f"model {model_name!r} does not take images; CHAIR needs a vision-language model")
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, seed=seed)
-    ext = extractor(language, fix_quirks)
-
-    def answer(batch: list[Sample]) -> list[dict[str, Any]]:
-        requests = [Request(s.input["prompt"], image=safe_path(images_dir, s.input["image"])) for s in batch]
-        try:
-            gens = model.generate(requests, config)
-        except InputError as err:
-            raise image_error_item(err, [(s.id, r.image) for s, r in zip(batch, requests)]) from None
-        records = []
-        for s, g in zip(batch, gens):
-            prediction, scores = caption_scores(g.text, set(s.target), ext)
-            records.append(make_record(s, prediction, g.text, scores, num_tokens=g.num_tokens[0]))
-        return records
-
-    return answer

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,32 +123,27 @@ def pope_samples(sets: dict[str, list[dict[str, Any]]], files: dict[str, Path], 
 
 # Answering -------------------------------------------------------------------------------------
 
-def answer_questions(model: Any, samples: list[Sample], images_dir: str | Path, mode: str, language: str, max_new_tokens: int = 32) -> list[dict[str, Any]]:
-    """Answer a batch of questions (sharing few images) in one model call; one record each.
+def pope_mode(mode: str, language: str, max_new_tokens: int = 32) -> Any:
+    """How a question is answered: generate (POPE's protocol, the reply read by POPE's parser) or score
+    P(yes) vs P(no), one record each.
 
     prediction: POPE's yes/no; raw: the model's text (score mode: the likelier of the two answers);
     scores (score mode): logp_yes, logp_no and score = their difference.
     """
-    from annotaudit.models import GenerationConfig, Request
-    from annotaudit.models.base import image_error_item
+    from annotaudit.models import GenerationConfig
+    from annotaudit.models.answering import Generate, Score
 
-    requests = [Request(s.input["prompt"], str(safe_path(images_dir, s.input["image"]))) for s in samples]
-    users = [(s.id, r.image) for s, r in zip(samples, requests)]
-    if mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    try:
-        if mode == "generate":
-            gens = model.generate(requests, GenerationConfig(max_new_tokens=max_new_tokens))
-        else:
-            scores = model.score(requests, [list(CANDIDATES[language])] * len(requests))
-    except InputError as err:
-        raise image_error_item(err, users) from None
     if mode == "generate":
-        return [make_record(s, PARSERS["pope"](g.text, language), g.text) for s, g in zip(samples, gens)]
+        return Generate(GenerationConfig(max_new_tokens=max_new_tokens),
+                        lambda reply: make_record(reply.sample, PARSERS["pope"](reply.generation.text, language), reply.generation.text))
     yes, no = CANDIDATES[language]
-    return [make_record(s, "yes" if lp_yes > lp_no else "no", yes if lp_yes > lp_no else no,
-                        {"logp_yes": lp_yes, "logp_no": lp_no, "score": lp_yes - lp_no})
-            for s, (lp_yes, lp_no) in zip(samples, scores)]
+
+    def scored(reply: Any) -> dict[str, Any]:
+        lp_yes, lp_no = reply.logprobs
+        return make_record(reply.sample, "yes" if lp_yes > lp_no else "no", yes if lp_yes > lp_no else no,
+                           {"logp_yes": lp_yes, "logp_no": lp_no, "score": lp_yes - lp_no})
+
+    return Score([yes, no], scored)
 
 
 # Metrics ---------------------------------------------------------------------------------------
@@ -240,68 +236,70 @@ def summarise(results: dict[tuple[str, int], dict[str, Any]], settings: list[str
 
 # The run ---------------------------------------------------------------------------------------
 
-def run_pope(
-    questions: str | Path,
-    images: str | Path | None,
-    model: str | Any,
-    out: str | Path,
-    setting: str | None = None,
-    mode: str = "generate",
-    prompt_variant: str | int | None = 1,
-    language: str = "en",
-    batch_images: int = 2,
-    max_new_tokens: int = 32,
-    calibration: float = 0.2,
-    seed: int = 0,
-    force: bool = False,
-    engine: Any = None,
-) -> dict[str, Any]:
+@dataclass
+class PopeConfig:
+    """What `audit pope run` asks, checked on construction. `model` is a name, or a model already loaded."""
+
+    questions: str | Path
+    images: str | Path | None
+    model: str | Any
+    setting: str | None = None
+    mode: str = "generate"
+    prompt_variant: str | int | None = 1
+    language: str = "en"
+    batch_images: int = 2
+    max_new_tokens: int = 32
+    calibration: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.language not in LANGUAGES:
+            raise InputError(f"unknown language {self.language!r}; choose one of {', '.join(LANGUAGES)}")
+        for name in ("batch_images", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        if not 0 < self.calibration < 1:
+            raise InputError(f"--calibration is the share of images held out to fit the threshold, between 0 and 1 (got {self.calibration})")
+        parse_variants(self.prompt_variant)
+
+
+def run_pope(cfg: PopeConfig, out: str | Path, force: bool = False, engine: Any = None) -> dict[str, Any]:
     """Answer every question of every setting and template, resumably, into one run folder.
 
     Returns the summary (setting -> metrics); metrics.json holds it with the per-template metrics.
     `engine` (EngineOptions) says how to reach a model server; its request cache defaults to <out>/cache.
     """
-    from annotaudit.models.base import EngineOptions, engine_config
+    from annotaudit.models.answering import Answering, prompt_and_image
 
     from .pope_labels import label_set_metrics, question_label_set
 
-    engine = (engine or EngineOptions()).for_run(out)
-    if mode not in MODES:
-        raise InputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
-    if language not in LANGUAGES:
-        raise InputError(f"unknown language {language!r}; choose one of {', '.join(LANGUAGES)}")
-    variants = parse_variants(prompt_variant)
-    if is_parquet(questions):  # the hub's copy: questions of every category and the images inside it
-        sets, files, images = parquet_question_sets(questions, setting, images)
+    answering = Answering.for_run(cfg.model, out, engine, needs_images="POPE")
+    mode, language, calibration, seed = cfg.mode, cfg.language, cfg.calibration, cfg.seed
+    variants = parse_variants(cfg.prompt_variant)
+    if is_parquet(cfg.questions):  # the hub's copy: questions of every category and the images inside it
+        sets, files, images = parquet_question_sets(cfg.questions, cfg.setting, cfg.images)
     else:
+        images = cfg.images
         if images is None or not Path(images).is_dir():
             raise InputError("images folder not found", path=images or "--images")
-        files = question_files(questions, setting)
+        files = question_files(cfg.questions, cfg.setting)
         sets = {s: read_questions(p) for s, p in files.items()}
     samples = pope_samples(sets, files, images, language, variants)
-    model_name = model if isinstance(model, str) else model.name
+    model_name = answering.name
     config = {
         "questions": {s: str(Path(p).resolve()) for s, p in files.items()}, "images": str(Path(images).resolve()),
         "model": model_name, "mode": mode, "prompt_variants": [v + 1 for v in variants], "language": language, "parser": "pope",
-        "max_new_tokens": max_new_tokens if mode == "generate" else None, "calibration": calibration, "seed": seed,
-        **engine_config(engine),
+        "max_new_tokens": cfg.max_new_tokens if mode == "generate" else None, "calibration": calibration, "seed": seed,
+        **answering.config(),
     }
-
-    def solver(device: str | None):
-        loaded = model
-        if isinstance(loaded, str):
-            from annotaudit.models import load_model
-
-            loaded = load_model(loaded, device=device, engine=engine)
-        if not loaded.accepts_images:
-            raise InputError(f"model {model_name!r} does not read images; POPE needs a vision-language model")
-        return lambda batch: answer_questions(loaded, batch, images, mode, language, max_new_tokens)
-
     result = run_samples(
-        out, config, samples, solver,
+        out, config, samples, answering.solver(pope_mode(mode, language, cfg.max_new_tokens), prompt_and_image(images)),
         lambda records: {**pope_metrics(records, mode, language, calibration, seed, "pope", model_name),
                          **label_set_metrics(records, [question_label_set(sets, files)], "pope", mode, language)},
-        kind="pope", inputs={**{f"questions_{s}": p for s, p in files.items()}, "images": images}, report=write_pope_report, batch_size=batch_images, description=f"POPE {mode} {model_name}", force=force,
+        kind="pope", inputs={**{f"questions_{s}": p for s, p in files.items()}, "images": images}, report=write_pope_report,
+        batch_size=cfg.batch_images, description=f"POPE {mode} {model_name}", force=force,
     )
     return result.get("summary", {})
 

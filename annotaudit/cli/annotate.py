@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, STRICT, TIMEOUT, TPM, engine_options
+from .options import FORCE, MODEL, RUN_FOLDER, STRICT, with_engine
+
+if TYPE_CHECKING:
+    from annotaudit.models import EngineOptions
 
 app = typer.Typer(help="Label a dataset zero-shot with an LLM or a VLM and measure it against human labels.", no_args_is_help=True)
 
@@ -17,6 +21,7 @@ def _languages(value: str | None) -> list[str] | None:
 
 
 @app.command("run")
+@with_engine
 def annotate_run_command(
     task: str = typer.Option(..., help="hateful_memes, mmimdb, mmimdb_genres, xnli, or a .yaml/.toml task file."),
     data: Path = typer.Option(..., help="Dataset folder (Hateful Memes, MM-IMDB), NLI .tsv, or your .jsonl/.csv."),
@@ -36,14 +41,7 @@ def annotate_run_command(
     judge: str = typer.Option(None, help="A model that reads unanswered replies and picks a label (marked judged)."),
     force: bool = FORCE,
     strict: bool = STRICT,
-    base_url: str = BASE_URL,
-    concurrency: int = CONCURRENCY,
-    timeout: float = TIMEOUT,
-    rpm: int = RPM,
-    tpm: int = TPM,
-    cache_dir: Path = CACHE_DIR,
-    retries: int = RETRIES,
-    allow_pickle: bool = ALLOW_PICKLE,
+    engine: EngineOptions = None,
 ) -> None:
     """Annotate a dataset; rerun the same command to resume after a crash.
 
@@ -54,7 +52,6 @@ def annotate_run_command(
     cfg = RunConfig(task=task, data=str(data), model=model, split=split, languages=_languages(languages), limit=limit, mode=mode,
                     samples=samples, batch_size=batch_size, seed=seed, max_new_tokens=max_new_tokens, temperature=temperature,
                     top_p=top_p, do_sample=not greedy, judge=judge)
-    engine = engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries, allow_pickle)
     result = run(cfg, out, force=force, strict=strict, engine=engine)
     if result:
         _summary(result, out)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, STRICT, TIMEOUT, TPM, engine_options
+from .options import FORCE, MODEL, RUN_FOLDER, STRICT, with_engine
+
+if TYPE_CHECKING:
+    from annotaudit.models import EngineOptions
 
 app = typer.Typer(help="CHAIR: how many objects in a caption are not in the image.", no_args_is_help=True)
 
@@ -80,6 +84,7 @@ def chair_score_command(
 
 
 @app.command("run")
+@with_engine
 def chair_run_command(
     model: str = MODEL,
     images: Path = typer.Option(..., "--images", help="Folder of COCO images (file names end in the image id)."),
@@ -97,26 +102,20 @@ def chair_run_command(
     language: str = LANGUAGE,
     fix_quirks: bool = FIX,
     force: bool = FORCE,
-    base_url: str = BASE_URL,
-    concurrency: int = CONCURRENCY,
-    timeout: float = TIMEOUT,
-    rpm: int = RPM,
-    tpm: int = TPM,
-    cache_dir: Path = CACHE_DIR,
-    retries: int = RETRIES,
-    allow_pickle: bool = ALLOW_PICKLE,
+    engine: EngineOptions = None,
 ) -> None:
     """Caption images with a VLM under each prompt, then score CHAIR per prompt.
 
     Example: audit chair run --model llava-1.5-7b --images val2014/ --sample 500 --seed 0 --prompt-set I1,I2 --ground-truth gt.json --out chair-llava
     """
     from annotaudit.audit.chair import resolve_ground_truth
-    from annotaudit.audit.chair_run import resolve_prompts, run_chair
+    from annotaudit.audit.chair_run import ChairConfig, resolve_prompts, run_chair
 
     prompts = resolve_prompts(prompt_set, prompt or [])
     truth, source = resolve_ground_truth(ground_truth, instances or (), captions_ref or (), fix_quirks)
-    metrics = run_chair(model, images, truth, out, prompts, image_ids, sample, seed, max_new_tokens, batch_size, language, fix_quirks, force, source,
-                        engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries, allow_pickle))
+    cfg = ChairConfig(model, images, truth, prompts, image_ids=image_ids, sample=sample, seed=seed, max_new_tokens=max_new_tokens,
+                      batch_size=batch_size, language=language, fix_quirks=fix_quirks, truth_source=source)
+    metrics = run_chair(cfg, out, force=force, engine=engine)
     _print_metrics(metrics)
     typer.echo(f"results in {out}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -12,7 +13,10 @@ from rich.table import Table
 from annotaudit.audit.pope import METRIC_NAMES
 from annotaudit.core.errors import InputError
 
-from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
+from .options import FORCE, MODEL, RUN_FOLDER, with_engine
+
+if TYPE_CHECKING:
+    from annotaudit.models import EngineOptions
 
 app = typer.Typer(help="POPE: poll a VLM about objects that are and are not in the image.", no_args_is_help=True)
 
@@ -82,6 +86,7 @@ def pope_build_command(
 
 
 @app.command("run")
+@with_engine
 def pope_run_command(
     questions: Path = typer.Option(..., "--questions", help="A POPE question file (or the hub's parquet, all categories in one); with --setting all, a folder with *_<setting>.json or one of them."),
     images: Path = typer.Option(None, "--images", help="Folder of the images the questions name (not needed for the hub's parquet, whose images are inside it)."),
@@ -96,29 +101,17 @@ def pope_run_command(
     calibration: float = typer.Option(0.2, help="Score mode: share of images held out to fit the threshold."),
     seed: int = typer.Option(0, help="Seed of the held-out split."),
     force: bool = FORCE,
-    base_url: str = BASE_URL,
-    concurrency: int = CONCURRENCY,
-    timeout: float = TIMEOUT,
-    rpm: int = RPM,
-    tpm: int = TPM,
-    cache_dir: Path = CACHE_DIR,
-    retries: int = RETRIES,
-    allow_pickle: bool = ALLOW_PICKLE,
+    engine: EngineOptions = None,
 ) -> None:
     """Ask a vision-language model every POPE question; resumes where a killed run stopped.
 
     Example: audit pope run --questions coco_pope_random.json --images val2014 --model llava-1.5-7b --out runs/pope-llava
     """
-    from annotaudit.audit.pope_run import run_pope
+    from annotaudit.audit.pope_run import PopeConfig, run_pope
 
-    _at_least_one(batch_images=batch_images, max_new_tokens=max_new_tokens)
-    if not 0 < calibration < 1:
-        raise InputError(f"--calibration is the share of images held out to fit the threshold, between 0 and 1 (got {calibration})")
-    summary = run_pope(
-        questions, images, model, out, setting=setting, mode=mode, prompt_variant=prompt_variant, language=language,
-        batch_images=batch_images, max_new_tokens=max_new_tokens, calibration=calibration, seed=seed, force=force,
-        engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries, allow_pickle),
-    )
+    cfg = PopeConfig(questions, images, model, setting=setting, mode=mode, prompt_variant=prompt_variant, language=language,
+                     batch_images=batch_images, max_new_tokens=max_new_tokens, calibration=calibration, seed=seed)
+    summary = run_pope(cfg, out, force=force, engine=engine)
     _print_table(f"POPE {mode}: {model}", summary)
     typer.echo(f"results in {out} (report.md, report.html)")
 

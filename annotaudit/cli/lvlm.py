@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from .options import ALLOW_PICKLE, BASE_URL, CACHE_DIR, CONCURRENCY, FORCE, MODEL, REPORT_TO, RETRIES, RPM, RUN_FOLDER, TIMEOUT, TPM, engine_options
+from .options import ALLOW_PICKLE, FORCE, MODEL, REPORT_TO, RUN_FOLDER, with_engine
+
+if TYPE_CHECKING:
+    from annotaudit.models import EngineOptions
 
 app = typer.Typer(help="Build, train and evaluate LLaVA-NeXT vision-language models from any causal LLM.", no_args_is_help=True)
 
@@ -75,6 +79,7 @@ def lvlm_train_command(
 
 
 @app.command("eval")
+@with_engine
 def lvlm_eval_command(
     model: str = MODEL,
     task: str = typer.Option(..., "--task", help="gqa-it, mtvqa-it, exams-v-it, or a JSON/JSONL file of {id, image, question, answer}."),
@@ -87,23 +92,16 @@ def lvlm_eval_command(
     limit: int = typer.Option(None, help="Only the first N questions."),
     device: str = typer.Option(None, help="cuda, mps or cpu (default: the best there is)."),
     force: bool = FORCE,
-    base_url: str = BASE_URL,
-    concurrency: int = CONCURRENCY,
-    timeout: float = TIMEOUT,
-    rpm: int = RPM,
-    tpm: int = TPM,
-    cache_dir: Path = CACHE_DIR,
-    retries: int = RETRIES,
-    allow_pickle: bool = ALLOW_PICKLE,
+    engine: EngineOptions = None,
 ) -> None:
     """Greedy VQA under the four Italian formattings: exact and approximate match, mean, std, worst.
 
     Example: annotaudit lvlm eval --model stage2 --task gqa-it --data gqa-it/testdev_balanced_questions.json --images gqa/images --out eval-gqa
     """
-    from annotaudit.lvlm.evaluate import evaluate
+    from annotaudit.lvlm.evaluate import EvalConfig, evaluate
 
-    s = evaluate(model, task, images, out, formatting=formatting, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                 limit=limit, force=force, device=device, engine=engine_options(base_url, concurrency, timeout, rpm, tpm, cache_dir, retries, allow_pickle))
+    cfg = EvalConfig(model, task, images, formatting=formatting, data=data, batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit)
+    s = evaluate(cfg, out, force=force, device=device, engine=engine)
     _print_scores(s)
     typer.echo(f"report: {out / 'report.html'}")
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -27,6 +33,10 @@ REPORT_TO: str = typer.Option("none", "--report-to", help="Also log loss, learni
                               "none, tensorboard (event files in <out>/tensorboard) or wandb. Not part of the run's configuration.")
 
 
+ENGINE_OPTIONS = {"base_url": (str, BASE_URL), "concurrency": (int, CONCURRENCY), "timeout": (float, TIMEOUT), "rpm": (int, RPM),
+                  "tpm": (int, TPM), "cache_dir": (Path, CACHE_DIR), "retries": (int, RETRIES), "allow_pickle": (bool, ALLOW_PICKLE)}
+
+
 def engine_options(base_url: str | None, concurrency: int, timeout: float, rpm: int | None, tpm: int | None, cache_dir: Path | None,
                    retries: int, allow_pickle: bool = False):
     """The EngineOptions of the shared options above."""
@@ -36,3 +46,23 @@ def engine_options(base_url: str | None, concurrency: int, timeout: float, rpm: 
         raise typer.BadParameter("--concurrency, --rpm and --tpm must be at least 1, --timeout above 0, --retries not negative")
     return EngineOptions(base_url=base_url, concurrency=concurrency, timeout=timeout, rpm=rpm, tpm=tpm,
                          cache_dir=str(cache_dir) if cache_dir else None, retries=retries, allow_pickle=allow_pickle)
+
+
+def with_engine(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command that asks a model: typer sees the engine options after the command's own, and the command
+    receives them as one `engine` (EngineOptions) instead."""
+    own = [p for name, p in inspect.signature(command).parameters.items() if name != "engine"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, (kind, option) in ENGINE_OPTIONS.items()]
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        engine = engine_options(**{name: kwargs.pop(name) for name in ENGINE_OPTIONS})
+        return command(*args, engine=engine, **kwargs)
+
+    own_hints = types.SimpleNamespace(__annotations__={k: v for k, v in command.__annotations__.items() if k != "engine"})
+    hints = typing.get_type_hints(own_hints, globalns=command.__globals__)  # `engine`'s type need not be importable here
+    run.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
+    run.__annotations__ = {**hints, **{name: kind for name, (kind, _) in ENGINE_OPTIONS.items()}}
+    del run.__wrapped__  # typer reads the signature above, not the command's own
+    return run

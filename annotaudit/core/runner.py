@@ -108,9 +108,9 @@ def batches(samples: list[Sample], size: int) -> Iterator[list[Sample]]:
 
 @dataclass
 class EngineUsage:
-    """What model servers cost in this process: backends that send requests add to `USAGE`."""
+    """What a model server cost: a backend that sends requests counts them here, on its own instance."""
 
-    engine: str | None = None  # the server of the model loaded last, None for in-process models
+    engine: str | None = None  # the server and the model it serves; None for in-process models
     requests: int = 0
     cached: int = 0
     retries: int = 0
@@ -120,12 +120,20 @@ class EngineUsage:
     def counts(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if k != "engine"}
 
+    def add(self, now: dict[str, int], before: dict[str, int]) -> None:
+        """Add what was counted between two readings of `counts()`."""
+        for k, v in now.items():
+            setattr(self, k, getattr(self, k) + v - before[k])
 
-USAGE = EngineUsage()
+
+def usage_of(answer: Solver | None) -> EngineUsage:
+    """The usage an answering function carries (`answer.usage`), or none counted."""
+    found = getattr(answer, "usage", None)
+    return found if isinstance(found, EngineUsage) else EngineUsage()
 
 
-def _usage_since(before: dict[str, int], seconds: float) -> dict[str, Any]:
-    now = USAGE.counts()
+def _usage_since(usage: EngineUsage, before: dict[str, int], seconds: float) -> dict[str, Any]:
+    now = usage.counts()
     used: dict[str, Any] = {k: now[k] - before[k] for k in now}
     tokens = used["prompt_tokens"] + used["completion_tokens"]
     used["requests_per_second"] = round(used["requests"] / seconds, 3) if seconds > 0 else None
@@ -133,14 +141,14 @@ def _usage_since(before: dict[str, int], seconds: float) -> dict[str, Any]:
     return used
 
 
-def _rates(before: dict[str, int], seconds: float) -> str:
-    used = _usage_since(before, seconds)
+def _rates(usage: EngineUsage, before: dict[str, int], seconds: float) -> str:
+    used = _usage_since(usage, before, seconds)
     if not used["requests"]:
         return ""
     return f"{used['requests_per_second']:.1f} req/s · {used['tokens_per_second']:.0f} tok/s"
 
 
-def print_engine_bound(config: dict[str, Any], samples: list[Sample]) -> None:
+def print_engine_bound(engine: str, config: dict[str, Any], samples: list[Sample]) -> None:
     """Before a run against a server: at most how many requests and tokens it will take."""
     runs = max(1, int(config.get("samples") or 1))
     max_tokens = int(config.get("max_new_tokens") or 0)
@@ -148,7 +156,7 @@ def print_engine_bound(config: dict[str, Any], samples: list[Sample]) -> None:
     bound = f"at most {len(samples) * runs} generations ({len(samples)} items × {runs} samples)"
     if max_tokens:
         bound += f", ≤ {len(samples) * runs * max_tokens:,} completion tokens"
-    console.print(f"[cyan]{USAGE.engine}: {bound}, ~{chars // 3 * runs:,} prompt tokens (before retries; cache hits are free)")
+    console.print(f"[cyan]{engine}: {bound}, ~{chars // 3 * runs:,} prompt tokens (before retries; cache hits are free)")
 
 
 def answer_batch(answer: Solver, batch: list[Sample]) -> tuple[list[tuple[Sample, dict[str, Any]]], dict[str, str]]:
@@ -252,7 +260,8 @@ def run_samples(
 
     `kind`, `config` and `inputs` go to run.json (see `RunDir`), with `items` the number of samples.
     `solver(device)` loads the model (only when there is work left) and returns a function from a
-    batch of samples to their records. `after` may revise the merged records before the metric
+    batch of samples to their records; a model server's cost is read from that function's `usage`
+    (an EngineUsage, see `models.answering`) and recorded in run.json and metrics.json. `after` may revise the merged records before the metric
     (a judge pass, for example). Returns the metrics (an empty dict on processes other than the main one).
     """
     out = Path(out)
@@ -274,10 +283,10 @@ def run_samples(
     # start() drops old records only when --force replaces another run, which counts as none done.
     done = {} if force and holds_other_run(out, config, kind=kind, inputs=described) else finished(out, warn=procs.is_main)
     todo = [b for b in batches(mine, batch_size) if any(s.id not in done for s in b)]
-    USAGE.engine = None
     answer = solver(procs.device) if todo else None  # the model loads before run.json is written: a typo leaves nothing behind
-    if answer is not None and USAGE.engine and procs.is_main:
-        print_engine_bound(config, [s for b in todo for s in b if s.id not in done])
+    usage = usage_of(answer)
+    if usage.engine and procs.is_main:
+        print_engine_bound(usage.engine, config, [s for b in todo for s in b if s.id not in done])
     procs.wait()
     if procs.is_main:
         rundir.start()
@@ -286,7 +295,7 @@ def run_samples(
             problems.show(lambda m: console.print(f"[yellow]{m}"), out / PROBLEMS)
     procs.wait()
     log = JsonlLog(out / RECORDS if procs.count == 1 else out / SHARDS / f"records.{procs.index}.jsonl")
-    started, n_done, before = time.time(), 0, USAGE.counts()
+    started, n_done, before = time.time(), 0, usage.counts()
     failed: dict[str, str] = {}
     if todo:
         label = description + (f" [{procs.index}]" if procs.count > 1 else "")
@@ -297,7 +306,7 @@ def run_samples(
                 log.append(new)
                 failed.update((i, e) for i, e in batch_failed.items() if i not in done)
                 n_done += len(new)
-                advance(len(new) + sum(1 for i in batch_failed if i not in done), note=_rates(before, time.time() - started))
+                advance(len(new) + sum(1 for i in batch_failed if i not in done), note=_rates(usage, before, time.time() - started))
     if failed:
         (out / SHARDS).mkdir(exist_ok=True)
         write_jsonl(out / SHARDS / f"failures.{procs.index}.jsonl", [{"id": i, "error": e} for i, e in failed.items()])
@@ -307,15 +316,15 @@ def run_samples(
     n_failed = _merge_failures(out, samples)
     records = merge(out, samples)
     seconds = time.time() - started
-    usage = _usage_since(before, seconds) if USAGE.engine or USAGE.counts() != before else None
+    used = _usage_since(usage, before, seconds) if usage.engine or usage.counts() != before else None
     if records:
         if after is not None:
             records = after(out, records)
-        result = score_records(out, records, metric, report, problems=len(problems or ()), failed=n_failed, usage=usage)
+        result = score_records(out, records, metric, report, problems=len(problems or ()), failed=n_failed, usage=used)
     else:
         result = {"failed": n_failed}
     rundir.finish(items_this_session=n_done, processes=procs.count, failed=n_failed,
-                  items_per_second=round(n_done / seconds, 4) if n_done and seconds > 0 else None, **({"usage": usage} if usage else {}))
+                  items_per_second=round(n_done / seconds, 4) if n_done and seconds > 0 else None, **({"usage": used} if used else {}))
     if n_failed:
         raise RunIncomplete(n_failed, out / FAILURES)
     return result

@@ -224,20 +224,19 @@ def build_pope(world: shapes.World, out: Path, cfg: DemoConfig) -> dict[str, Pat
 def audit(model_dir: Path, world: shapes.World, questions: dict[str, Path], out: Path, cfg: DemoConfig) -> dict[str, Any]:
     """POPE (three settings) and CHAIR, in English and Italian, for one checkpoint."""
     from annotaudit.audit.chair import build_ground_truth
-    from annotaudit.audit.chair_run import run_chair
-    from annotaudit.audit.pope_run import run_pope
+    from annotaudit.audit.chair_run import ChairConfig, run_chair
+    from annotaudit.audit.pope_run import PopeConfig, run_pope
     from annotaudit.models import load_model
 
     model = load_model("hf:" + str(model_dir))
     result: dict[str, Any] = {"pope": {}, "chair": {}}
     for lang in LANGS:
-        result["pope"][lang] = run_pope(questions[lang], world.images, model, out / f"pope_{lang}", setting="all", language=lang,
-                                        batch_images=8, max_new_tokens=6, seed=cfg.seed)
+        result["pope"][lang] = run_pope(PopeConfig(questions[lang], world.images, model, setting="all", language=lang, batch_images=8,
+                                                   max_new_tokens=6, seed=cfg.seed), out / f"pope_{lang}")
     truth = build_ground_truth([world.instances["val"]], [world.captions[("val", "en")]])
     for lang in LANGS:
-        result["chair"][lang] = run_chair("hf:" + str(model_dir), world.images, truth, out / f"chair_{lang}", {lang: CAPTION_PROMPT[lang]},
-                                          sample=cfg.chair_images, seed=cfg.seed, max_new_tokens=48, batch_size=8, language=lang,
-                                          loader=lambda _name: model)
+        result["chair"][lang] = run_chair(ChairConfig(model, world.images, truth, {lang: CAPTION_PROMPT[lang]}, sample=cfg.chair_images,
+                                                      seed=cfg.seed, max_new_tokens=48, batch_size=8, language=lang), out / f"chair_{lang}")
     return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -208,62 +209,84 @@ def _report_fn(config: dict[str, Any]):
     return report
 
 
-def evaluate(model: str | Path, task: str, images_dir: str | Path | None, out: str | Path, formatting: str = "all",
-             data: str | Path | None = None, batch_size: int = 8, max_new_tokens: int = 16, limit: int | None = None,
-             force: bool = False, device: str | None = None, engine: Any = None) -> dict[str, Any]:
+@dataclass
+class EvalConfig:
+    """What `lvlm eval` asks, checked on construction. `batch_size` counts prompts: whole questions go together."""
+
+    model: str | Path
+    task: str
+    images: str | Path | None
+    formatting: str = "all"
+    data: str | Path | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 16
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        self.formattings  # noqa: B018  (a bad formatting is refused here)
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"--limit must be at least 1 (got {self.limit})")
+        for name in ("batch_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+
+    @property
+    def formattings(self) -> list[str]:
+        try:
+            return parse_formattings(self.formatting)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+
+def _requests(images: dict[str, Any], images_dir: str | Path | None) -> Any:
+    """Requests of the samples; a question's formattings come one after another, so its image is opened once for all of them."""
+    from annotaudit.models import Request
+
+    opened: dict[str, Any] = {}
+
+    def request(sample: Sample) -> Request:
+        qid = sample.meta["question_id"]
+        if qid not in opened:
+            opened.clear()
+            opened[qid] = _open_image(images[qid], images_dir, qid)
+        return Request(sample.input["prompt"], opened[qid])
+
+    return request
+
+
+def _answering_mode(max_new_tokens: int) -> Any:
+    """Greedy answers, scored against the label as they come."""
+    from annotaudit.models import GenerationConfig
+    from annotaudit.models.answering import Generate
+
+    return Generate(GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False),
+                    lambda reply: make_record(reply.sample, reply.generation.text.strip(), reply.generation.text,
+                                              answer_scores(reply.generation.text, reply.sample.target)))
+
+
+def evaluate(cfg: EvalConfig, out: str | Path, force: bool = False, device: str | None = None, engine: Any = None) -> dict[str, Any]:
     """Answer every question under each formatting (resumable), score, and write records.jsonl, metrics.json and a report.
 
-    `batch_size` counts prompts: whole questions go together (all their formattings share the opened image).
     `engine` (EngineOptions) says how to reach a model server; its request cache defaults to <out>/cache.
     """
-    from annotaudit.models.base import EngineOptions, engine_config
+    from annotaudit.models.answering import Answering
 
-    engine = (engine or EngineOptions()).for_run(out)
-    try:
-        formattings = parse_formattings(formatting)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
-    path = task_file(task, data)
-    if limit is not None and limit < 1:
-        raise InputError(f"--limit must be at least 1 (got {limit})")
-    items = load_task(task, data)[:limit]
-    config = {"model": str(model), "task": task, "data": str(data) if data else None, "task_file": str(path),
+    answering = Answering.for_run(str(cfg.model), out, engine, needs_images="VQA", device=device)
+    formattings, images_dir = cfg.formattings, cfg.images
+    path = task_file(cfg.task, cfg.data)
+    items = load_task(cfg.task, cfg.data)[: cfg.limit]
+    config = {"model": str(cfg.model), "task": cfg.task, "data": str(cfg.data) if cfg.data else None, "task_file": str(path),
               "images": str(images_dir) if images_dir else None,
-              "formattings": formattings, "max_new_tokens": max_new_tokens, "limit": limit, "decoding": "greedy",
-              **engine_config(engine)}
+              "formattings": formattings, "max_new_tokens": cfg.max_new_tokens, "limit": cfg.limit, "decoding": "greedy",
+              **answering.config()}
     images = {item["id"]: item["image"] for item in items}
     for sid, image in images.items():  # every path checked before any model loads
         if not (isinstance(image, dict) and image.get("bytes") is not None):
             _image_path(image, images_dir, sid)
-
-    def solver(run_device: str | None):
-        from annotaudit.models import GenerationConfig, Request, load_model
-        from annotaudit.models.base import image_error_item
-
-        lm = load_model(str(model), device=device or run_device, engine=engine)
-        if not lm.accepts_images:
-            raise InputError(f"model {model} does not take images")
-        gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False)
-
-        def answer(batch: list[Sample]) -> list[dict[str, Any]]:
-            opened: dict[str, Any] = {}
-            requests = []
-            for s in batch:
-                qid = s.meta["question_id"]
-                if qid not in opened:
-                    opened[qid] = _open_image(images[qid], images_dir, qid)
-                requests.append(Request(s.input["prompt"], opened[qid]))
-            try:
-                outs = lm.generate(requests, gen)
-            except InputError as err:
-                raise image_error_item(err, [(s.meta["question_id"], r.image) for s, r in zip(batch, requests)]) from None
-            return [make_record(s, o.text.strip(), o.text, answer_scores(o.text, s.target)) for s, o in zip(batch, outs)]
-
-        return answer
-
+    solver = answering.solver(_answering_mode(cfg.max_new_tokens), _requests(images, images_dir), item=lambda s: s.meta["question_id"])
     return run_samples(out, config, samples(items, formattings), solver, _metric(config), kind="vqa",
                        inputs={"task": path, "images": images_dir}, report=_report_fn(config),
-                       batch_size=max(1, batch_size // len(formattings)), description=f"answering ({len(formattings)} formattings)",
+                       batch_size=max(1, cfg.batch_size // len(formattings)), description=f"answering ({len(formattings)} formattings)",
                        force=force)
 
 

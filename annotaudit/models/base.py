@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from annotaudit.core.errors import InputError
+
+if TYPE_CHECKING:
+    from annotaudit.core.runner import EngineUsage
 
 TEXT = "text"
 IMAGE_TEXT = "image+text"
@@ -112,9 +114,13 @@ class Generation:
 
 
 class LoadedModel(ABC):
-    """A model ready to answer. Every backend implements these two calls."""
+    """A model ready to answer. Every backend implements these two calls.
+
+    A backend that sends requests to a server counts what they cost in its own `usage`; in-process models have none.
+    """
 
     entry: ModelEntry
+    usage: EngineUsage | None = None
 
     @abstractmethod
     def generate(self, requests: list[Request], config: GenerationConfig | None = None) -> list[Generation]:
@@ -150,14 +156,3 @@ def load_image(image: ImageLike) -> Image.Image:
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         reason = "an empty file" if path.stat().st_size == 0 else str(exc).replace(str(path), "").replace("''", "").strip(" :")
         raise InputError(f"not a readable image ({reason})", path=path) from None
-
-
-def image_error_item(err: InputError, users: Iterable[tuple[str, ImageLike | None]]) -> InputError:
-    """An image error raised while a batch loads its images, naming the first record (id, image) that uses the image."""
-    if err.path is None or err.item is not None:
-        return err
-    bad = Path(err.path).resolve()
-    for item, image in users:
-        if isinstance(image, str | Path) and Path(image).resolve() == bad:
-            return InputError(err.message, path=err.path, line=err.line, item=item)
-    return err

@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 
 from annotaudit.core.errors import InputError, RequestFailed
-from annotaudit.core.runner import USAGE
+from annotaudit.core.runner import EngineUsage
 
 from .base import EngineOptions, Generation, GenerationConfig, LoadedModel, ModelEntry, Request
 from .templates import render_builtin
@@ -137,7 +137,7 @@ class OpenAIModel(LoadedModel):
         self.server_renders: bool | None = None  # whether the server can show its rendered chat prompt (/tokenize)
         self._rendered: dict[str, str | None] = {}
         self._check_server()
-        USAGE.engine = f"{self.base_url} ({self.served_name})"
+        self.usage = EngineUsage(engine=f"{self.base_url} ({self.served_name})")
 
     # the connection --------------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class OpenAIModel(LoadedModel):
         """One request: from the cache, or sent (limits, retries) and cached when it succeeds."""
         key = self._key(path, body)
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            USAGE.cached += 1
+            self.usage.cached += 1
             return hit
         tokens = len(json.dumps(body.get("messages") or body.get("prompt") or "")) // 4 + int(body.get("max_tokens") or 0) * int(body.get("n") or 1)
         response = await self._send(client, f"{self.base_url}{path}", body, gate, lambda: self.limit.wait(tokens, lock))
@@ -207,7 +207,7 @@ class OpenAIModel(LoadedModel):
                         raise ServerRefused(response.status_code, self._clean(f"{url}: {error}"))
                     wait = _retry_after(response)
             if attempt < self.options.retries:
-                USAGE.retries += 1
+                self.usage.retries += 1
                 backoff = self.options.backoff * 2**attempt * random.uniform(0.5, 1.5)
                 await asyncio.sleep(wait if wait is not None else min(backoff, 60.0))
         raise ServerRefused(None, self._clean(f"{url}: {error} (after {self.options.retries} retries)"))
@@ -215,9 +215,9 @@ class OpenAIModel(LoadedModel):
     def _accept(self, key: str, response: httpx.Response) -> dict[str, Any]:
         data = response.json()
         usage = data.get("usage") or {}
-        USAGE.requests += 1
-        USAGE.prompt_tokens += int(usage.get("prompt_tokens") or 0)
-        USAGE.completion_tokens += int(usage.get("completion_tokens") or 0)
+        self.usage.requests += 1
+        self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+        self.usage.completion_tokens += int(usage.get("completion_tokens") or 0)
         if self.cache is not None:
             self.cache.put(key, data)
         return data
