@@ -11,9 +11,7 @@ cost a whole run.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import Problems, cache_root, iter_jsonl, read_json, read_parquet_records, read_records, read_text, safe_path
+from annotaudit.core.io import Problems, embedded_image, image_cache, iter_jsonl, read_json, read_parquet_records, read_records, read_text, safe_path
 
 HATEFUL, NOT_HATEFUL = "hateful", "not_hateful"
 HATEFUL_MEMES_SPLITS = ("train", "dev_seen", "dev_unseen", "test_seen", "test_unseen")
@@ -88,33 +86,6 @@ def _unique(items: Iterable[tuple[Item, Path, int | None]], report: OnError) -> 
 
 
 # Parquet with embedded images ---------------------------------------------------------------
-
-
-def image_cache(parquet: Path) -> Path:
-    """Where the embedded images of one parquet file are written once: $ANNOTAUDIT_CACHE (default
-    ~/.cache/annotaudit)/images/<file name>-<hash of its path, size and time>, so models read plain files and a
-    resumed run finds the same paths."""
-    stat = parquet.stat()
-    key = hashlib.sha1(f"{parquet.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_root() / "images" / f"{parquet.stem}-{key}"
-
-
-_MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"), (b"RIFF", ".webp"), (b"BM", ".bmp"))
-
-
-def embedded_image(value: Any, folder: Path, name: str) -> Path | None:
-    """The file of an embedded image ({"bytes": ..., "path": ...}, as the hub stores images), written on first use."""
-    if not isinstance(value, dict) or not value.get("bytes"):
-        return None
-    data = value["bytes"]
-    suffix = Path(str(value.get("path") or "")).suffix.lower() or next((ext for magic, ext in _MAGIC if data.startswith(magic)), ".img")
-    target = folder / f"{name}{suffix}"
-    if not target.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
-    return target
 
 
 def _safe_name(value: Any) -> str:

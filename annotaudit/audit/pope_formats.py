@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import parquet_columns, read_parquet_records, read_records, read_sheet_records
+from annotaudit.core.io import embedded_image, image_cache, parquet_columns, read_parquet_records, read_records, read_sheet_records
 from annotaudit.core.vocab import SETTINGS
 
 from .pope import answer_lines, parse_question, read_questions
@@ -200,16 +200,11 @@ def parquet_images(path: str | Path, folder: str | Path) -> dict[int, str]:
     out: dict[int, str] = {}
     for n, rec in read_parquet_records(path, columns=["image", "image_source"]):
         image = rec.get("image")
-        if not isinstance(image, dict) or not image.get("bytes"):
+        name = Path(str(rec.get("image_source") or (image.get("path") if isinstance(image, dict) else None) or f"row{n}"))
+        target = embedded_image(image, folder, name.stem, name.suffix or ".jpg")
+        if target is None:
             raise InputError("no embedded image bytes in column 'image'", path=path, item=f"row {n}")
-        name = rec.get("image_source") or image.get("path") or f"row{n}"
-        name = Path(str(name)).name
-        if not Path(name).suffix:
-            name += ".jpg"
-        target = folder / name
-        if not target.is_file():
-            target.write_bytes(image["bytes"])
-        out[n] = name
+        out[n] = target.name
     return out
 
 
@@ -217,8 +212,6 @@ def parquet_question_sets(path: str | Path, setting: str | None, images: str | P
     """The hub's POPE parquet for `audit pope run`: its questions by category (one category, or all with
     'all'), the parquet as each setting's file, and the folder its embedded images were written to
     (`images`, or a cache folder kept for resuming)."""
-    from annotaudit.annotate.readers import image_cache
-
     path = Path(path)
     rows = parquet_questions(path)
     folder = Path(images) if images else image_cache(path)

@@ -30,22 +30,29 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
-def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write a file atomically; temporary files that killed writers left beside it go too."""
+def write_bytes(path: str | Path, data: bytes, durable: bool = True) -> Path:
+    """Write a file atomically (a temporary file beside it, renamed over it), so no reader ever sees half of it.
+
+    `durable` also syncs the data to disk before the rename and removes temporaries that killed writers left
+    beside it. A cache that is rebuilt from its source (thousands of embedded images in one folder) skips both:
+    a sync and a folder scan per small file would cost more than the write.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         where = path if exc.filename in (None, str(tmp)) else exc.filename  # a folder in the way is named itself
         raise InputError(f"cannot write: {exc.strerror or exc}", path=where) from None
-    remove_stale_temps(path)
+    if durable:
+        remove_stale_temps(path)
     return path
 
 
@@ -495,6 +502,32 @@ class Problems:
 
 
 # Tables with embedded data ----------------------------------------------------------------------
+
+
+def image_cache(table: Path) -> Path:
+    """Where the embedded images of one table (a parquet file) are written once: <cache_root()>/images/<file name>-<hash
+    of its path, size and time>, so models read plain files and a resumed run finds the same paths."""
+    stat = table.stat()
+    key = hashlib.sha1(f"{table.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "images" / f"{table.stem}-{key}"
+
+
+IMAGE_MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"GIF8", ".gif"), (b"RIFF", ".webp"), (b"BM", ".bmp"))
+
+
+def embedded_image(value: Any, folder: Path, name: str, suffix: str | None = None) -> Path | None:
+    """The file `folder/<name><suffix>` of an embedded image ({"bytes": ..., "path": ...}, as the hub stores images),
+    written atomically on first use; None when `value` holds no bytes. `suffix` defaults to the embedded path's,
+    else the one the bytes' signature names."""
+    if not isinstance(value, dict) or not value.get("bytes"):
+        return None
+    data = value["bytes"]
+    if suffix is None:
+        suffix = Path(str(value.get("path") or "")).suffix.lower() or next((ext for magic, ext in IMAGE_MAGIC if data.startswith(magic)), ".img")
+    target = folder / f"{name}{suffix}"
+    if not target.is_file():
+        write_bytes(target, data, durable=False)
+    return target
 
 
 def read_parquet_records(path: str | Path, columns: list[str] | None = None, skip: tuple[str, ...] = ()) -> list[tuple[int, dict[str, Any]]]:

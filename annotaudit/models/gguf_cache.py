@@ -23,7 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from annotaudit.core.io import cache_root
+from annotaudit.core.errors import InputError
+from annotaudit.core.io import cache_root, write_text
 
 MANIFEST = "annotaudit-cache.json"
 HASH_MEMOS = "hashes"
@@ -56,13 +57,6 @@ def _memo_file(path: Path) -> Path:
     return gguf_cache_dir() / HASH_MEMOS / (hashlib.sha256(str(path).encode()).hexdigest()[:32] + ".json")
 
 
-def _write_json_atomic(target: Path, data: dict[str, Any]) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{_TMP}{os.getpid()}-{uuid.uuid4().hex[:8]}-{target.name}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, target)
-
-
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file's bytes. Hashed on first sight; later calls cost a stat while the file's size,
     modification and change times and inode stay the same (the memo lives in the cache folder)."""
@@ -80,8 +74,8 @@ def file_sha256(path: str | Path) -> str:
     if time.time_ns() - max(stat["mtime_ns"], stat["ctime_ns"]) < SETTLED_NS:
         return digest  # a file changed this recently could change again within the same timestamp tick
     try:
-        _write_json_atomic(memo, {"stat": stat, "sha256": digest})
-    except OSError:
+        write_text(memo, json.dumps({"stat": stat, "sha256": digest}, indent=1, sort_keys=True))
+    except InputError:
         pass  # a read-only cache only costs the next load a re-hash
     return digest
 
@@ -172,7 +166,7 @@ def store(gguf: str | Path, key: dict[str, Any], model: Any, tokenizer: Any) -> 
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         manifest = {"key": key, "gguf_file": gguf.name, "source": str(gguf), "files": files, "bytes": sum(files.values()),
                     "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _write_json_atomic(tmp / MANIFEST, manifest)
+        write_text(tmp / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
         if final.exists() and not is_complete(final, key):
             shutil.rmtree(final, ignore_errors=True)
         try:

@@ -32,6 +32,7 @@ from typing import Any
 import httpx
 
 from annotaudit.core.errors import InputError, RequestFailed
+from annotaudit.core.io import write_text
 from annotaudit.core.runner import EngineUsage
 
 from .base import EngineOptions, Generation, GenerationConfig, LoadedModel, ModelEntry, Request
@@ -59,11 +60,7 @@ class RequestCache:
             return None
 
     def put(self, key: str, response: dict[str, Any]) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(response))
-        os.replace(tmp, path)
+        write_text(self._path(key), json.dumps(response))
 
 
 class RateLimit:
