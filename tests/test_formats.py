@@ -402,3 +402,19 @@ def test_hub_hateful_memes_parquet_images_become_files(tmp_path, monkeypatch, ti
     records = _lines(tmp_path / "out" / "records.jsonl")
     assert len(records) == 3 and all(Path(r["input"]["image"]).is_file() for r in records)
     assert metrics
+
+
+def test_vqa_parquet_keeps_lists_and_embedded_images(tmp_path):
+    """MTVQA's question-answer pairs and GQA's answer lists come out of a hub parquet as lists, not as one string."""
+    from annotaudit.lvlm.evaluate import _open_image, load_task
+
+    image = {"bytes": _png("blue"), "path": "m1.png"}
+    pairs = _parquet(tmp_path / "mtvqa.parquet", [{"id": "m1", "image": image, "qa_pairs": [{"question": "Di che colore è?", "answer": "blu"},
+                                                                                             {"question": "Quanti lati ha?", "answer": "quattro"}]}])
+    assert [(i["id"], i["question"], i["answer"]) for i in load_task(str(pairs))] == [("m1-0", "Di che colore è?", "blu"), ("m1-1", "Quanti lati ha?", "quattro")]
+    answers = _parquet(tmp_path / "gqa.parquet", [{"question_id": "q1", "image": image, "question": "Di che colore è?", "answers": ["blu", "azzurro"]}])
+    [item] = load_task(str(answers))
+    assert item["answer"] == ["blu", "azzurro"] and _open_image(item["image"], None, "q1").getpixel((0, 0)) == (0, 0, 255)
+    (tmp_path / "broken.parquet").write_text("not a table")
+    with pytest.raises(InputError, match=r"broken.parquet: not a readable parquet file"):
+        load_task(str(tmp_path / "broken.parquet"))

@@ -17,7 +17,7 @@ from typing import Any
 from PIL import Image
 
 from annotaudit.core.errors import InputError
-from annotaudit.core.io import read_records, safe_path
+from annotaudit.core.io import read_parquet_records, read_records, safe_path
 from annotaudit.core.metrics import Arrays, MetricSpec, flags, item_arrays, ratio, share_of, values
 from annotaudit.core.report import Report
 from annotaudit.core.runner import Sample, make_record, rescore_run, run_config, run_samples
@@ -37,11 +37,7 @@ ALIASES = {
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     """JSON list, GQA-style JSON object {question id: fields}, JSONL, CSV/TSV or Parquet."""
     if path.suffix == ".parquet":
-        if not path.is_file():
-            raise InputError("file not found", path=path)
-        import pandas as pd
-
-        return pd.read_parquet(path).to_dict(orient="records")
+        return [rec for _, rec in read_parquet_records(path)]
     rows = [rec for _, rec in read_records(path)]
     if len(rows) == 1 and isinstance(rows[0].get("data", rows[0].get("questions")), list | dict):
         rows = [rows[0].get("data", rows[0].get("questions"))]
