@@ -252,6 +252,25 @@ def test_pope_run_sends_images_over_http(tserve, tmp_path):
     assert len(list((out / "cache").rglob("*.json"))) == 6
 
 
+def test_usage_is_counted_per_model_and_recorded_per_run(tserve, tmp_path):
+    """Each loaded server model counts its own requests; two runs that share one model record only their own in
+    run.json and metrics.json, and another model's requests reach neither."""
+    from annotaudit.audit.pope_run import PopeConfig, run_pope
+
+    server = tserve["server"]
+    shared = load_model(f"openai:{server.model}", engine=EngineOptions(base_url=server.base_url))
+    other = load_model(f"openai:{server.model}", engine=EngineOptions(base_url=server.base_url))
+    for folder, n_images in (("a", 3), ("b", 2)):
+        (tmp_path / folder).mkdir()
+        qfile, images = _pope_dataset(tmp_path / folder, n_images)
+        other.generate([Request(f"Say {folder}.")], GenerationConfig(max_new_tokens=2))
+        run_pope(PopeConfig(qfile, images, shared, max_new_tokens=4), tmp_path / folder / "run")
+        used = json.loads((tmp_path / folder / "run" / "run.json").read_text())["sessions"][-1]["usage"]
+        assert used["requests"] == 2 * n_images and used["cached"] == 0
+        assert json.loads((tmp_path / folder / "run" / "metrics.json").read_text())["engine_usage"] == used
+    assert shared.usage.requests == 10 and other.usage.requests == 2
+
+
 def test_chair_run_and_lvlm_eval_caption_and_answer_over_http(tserve, tmp_path):
     from annotaudit.audit.chair_run import ChairConfig, run_chair
     from annotaudit.lvlm.evaluate import EvalConfig, evaluate

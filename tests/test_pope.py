@@ -424,6 +424,22 @@ def test_run_missing_image_names_question_line(tmp_path, tiny):
         run_pope(PopeConfig(qdir / "tiny_pope_random.json", img_dir, "hf:" + str(tiny("llava")), batch_images=1), tmp_path / "run")
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("calibration", 1.5, r"--calibration is the share of images held out to fit the threshold, between 0 and 1 \(got 1.5\)"),
+    ("calibration", 0.0, r"--calibration .* \(got 0.0\)"),
+    ("batch_images", 0, r"--batch-images must be at least 1 \(got 0\)"),
+    ("max_new_tokens", -1, r"--max-new-tokens must be at least 1 \(got -1\)"),
+    ("mode", "sample", r"unknown mode 'sample'"),
+    ("language", "fr", r"unknown language 'fr'"),
+    ("prompt_variant", "5", r"--prompt-variant must be 1..4 or all"),
+])
+def test_pope_config_refuses_a_bad_value_itself(tmp_path, option, value, message):
+    qdir, img_dir = _dataset(tmp_path)
+    with pytest.raises(InputError, match=message):
+        PopeConfig(qdir / "tiny_pope_random.json", img_dir, "hf:no-model-is-loaded", **{"mode": "score", option: value})
+    assert PopeConfig(qdir / "tiny_pope_random.json", img_dir, "hf:no-model-is-loaded", mode="score", calibration=0.5).calibration == 0.5
+
+
 def test_best_threshold_removes_a_yes_bias():
     scores = [2.0, 2.5, 3.0, 3.5, 0.5, 1.0, 1.2, 0.8]
     labels = ["yes"] * 4 + ["no"] * 4

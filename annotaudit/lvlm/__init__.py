@@ -13,7 +13,7 @@ from typing import Any
 
 # public name -> (submodule, function)
 LAZY = {"build_lvlm": ("build", "build_lvlm"), "train_lvlm": ("train", "train"), "evaluate_lvlm": ("evaluate", "evaluate"),
-        "rescore_lvlm": ("evaluate", "rescore_eval")}
+        "rescore_lvlm": ("evaluate", "rescore_eval"), "EvalConfig": ("evaluate", "EvalConfig")}
 
 
 def __getattr__(name: str) -> Any:
@@ -32,4 +32,4 @@ def register_lvlm(name: str, path: str | Path, description: str = ""):
     return register(ModelEntry(**{**entry.to_dict(), "description": description or f"LVLM trained with annotaudit lvlm ({path})", "source": "lvlm"}))
 
 
-__all__ = ["build_lvlm", "train_lvlm", "evaluate_lvlm", "rescore_lvlm", "register_lvlm"]
+__all__ = ["EvalConfig", "build_lvlm", "train_lvlm", "evaluate_lvlm", "rescore_lvlm", "register_lvlm"]
