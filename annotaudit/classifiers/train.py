@@ -19,18 +19,18 @@ import torch
 from safetensors.torch import load_model
 
 from annotaudit.core.checkpoint import load_state, recover, save_state
-from annotaudit.core.errors import InputError
+from annotaudit.core.errors import InputError, require_minimum
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl
 from annotaudit.core.report import Report
 from annotaudit.core.runner import METRICS, RECORDS, REPORT_FILES, make_record
 from annotaudit.core.runs import RunDir, console, progress
 from annotaudit.core.tasks import Task
-from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking, stop_tracking
+from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, check_report_to, start_tracking, stop_tracking
 from annotaudit.models.base import load_image
 
 from .data import Example, as_task, load_splits, read_llm_labels, relabel, to_sample
 from .metrics import decide, target_array, task_metrics
-from .mmbt import MMBT, WEIGHTS_FILE, MMBTConfig, SequenceBuilder, load_encoders, save_classifier, uses_segments
+from .mmbt import MMBT, POOL_SHAPES, WEIGHTS_FILE, MMBTConfig, SequenceBuilder, load_encoders, save_classifier, uses_segments
 
 HISTORY = "history.jsonl"
 OUTPUTS = ["model", "model.tmp", "model.old", "checkpoint", "checkpoint.tmp", "checkpoint.old", HISTORY, METRICS, RECORDS, *REPORT_FILES,
@@ -57,6 +57,16 @@ class ClassifierTrainConfig:
     cpu: bool = False
     allow_pickle: bool = False  # load encoders that have only pickle weights (the user's explicit opt-in)
     report_to: str = "none"  # also log each epoch to a dashboard: none, tensorboard (<out>/tensorboard) or wandb
+
+    def __post_init__(self) -> None:
+        """Refuse a value that cannot train, before any encoder or data is read."""
+        if self.num_image_embeds not in POOL_SHAPES:
+            raise InputError(f"--num-image-embeds must be from {min(POOL_SHAPES)} to {max(POOL_SHAPES)} (got {self.num_image_embeds})")
+        require_minimum(self, ("max_length", "epochs", "batch_size", "patience"), 1)
+        require_minimum(self, ("lr", "weight_decay", "freeze_text_epochs", "freeze_image_epochs"), 0)
+        if not 0 <= self.warmup_ratio <= 1:
+            raise InputError(f"warmup_ratio is a share of the steps, from 0 to 1 (got {self.warmup_ratio})")
+        check_report_to(self.report_to)
 
 
 class Batcher:

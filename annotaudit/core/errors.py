@@ -18,6 +18,15 @@ class InputError(ValueError):
         super().__init__(where + message)
 
 
+def require_minimum(config: object, names: tuple[str, ...], minimum: int) -> None:
+    """Refuse the first of a configuration's `names` below `minimum`, named as the command-line option that sets it."""
+    for name in names:
+        value = getattr(config, name)
+        if value < minimum:
+            bound = f"at least {minimum}" if minimum else "0 or more"
+            raise InputError(f"--{name.replace('_', '-')} must be {bound} (got {value})")
+
+
 class RequestFailed(RuntimeError):
     """Requests to a model server that still failed after their retries; `errors` maps each failed
     request's position in the batch to its error text. Its items are never answered from it."""

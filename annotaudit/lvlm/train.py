@@ -25,7 +25,7 @@ from transformers import AutoProcessor, LlavaNextForConditionalGeneration, get_c
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from annotaudit.core.checkpoint import STATE, beside, files_written_into, load_state, recover, save_state, swap_in
-from annotaudit.core.errors import InputError
+from annotaudit.core.errors import InputError, require_minimum
 from annotaudit.core.io import JsonlLog, read_json, write_json, write_jsonl, writing
 from annotaudit.core.runs import ConfigMismatch, RunDir, progress
 from annotaudit.core.tracking import TRACKING_OUTPUTS, accelerator_kwargs, start_tracking, stop_tracking
@@ -34,6 +34,7 @@ from annotaudit.models.registry import check_model_folder, loading
 from .data import IGNORE, ConversationDataset, collate, load_conversations
 
 STAGES = ("pretrain", "finetune")
+PRECISIONS = ("auto", "bf16", "fp16", "no")
 DEFAULT_LR = {"pretrain": 1e-3, "finetune": 1e-5}
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 STATE_DIR = "train_state"
@@ -66,15 +67,20 @@ class TrainConfig:
     seed: int = 0
     group_by_length: bool = False
 
-
-def _check(cfg: TrainConfig) -> None:
-    if cfg.stage not in STAGES:
-        raise InputError(f"--stage {cfg.stage!r}: use pretrain or finetune")
-    if cfg.stage == "pretrain" and (cfg.lora or cfg.tune_vision):
-        raise InputError("stage 1 (pretrain) trains only the projector: --lora and --tune-vision belong to finetune")
-    for name in ("epochs", "batch_size", "grad_accum", "max_length"):
-        if getattr(cfg, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    def __post_init__(self) -> None:
+        """Refuse a value that cannot train, before any model or data is read."""
+        if self.stage not in STAGES:
+            raise InputError(f"--stage {self.stage!r}: use pretrain or finetune")
+        if self.stage == "pretrain" and (self.lora or self.tune_vision):
+            raise InputError("stage 1 (pretrain) trains only the projector: --lora and --tune-vision belong to finetune")
+        require_minimum(self, ("epochs", "batch_size", "grad_accum", "max_length"), 1)
+        require_minimum(self, ("lr", "vision_lr", "weight_decay", "save_every"), 0)
+        if self.lora is not None and self.lora < 1:
+            raise InputError(f"--lora is a rank of at least 1 (got {self.lora})")
+        if not 0 <= self.warmup_ratio <= 1:
+            raise InputError(f"warmup_ratio is a share of the steps, from 0 to 1 (got {self.warmup_ratio})")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r}: use {', '.join(PRECISIONS)}")
 
 
 def _mixed_precision(choice: str) -> str:
@@ -253,7 +259,6 @@ def train(model_dir: str | Path, data_json: str | Path, images_dir: str | Path |
                       DEFAULT_LR.get(stage, 0.0) if lr is None else lr, vision_lr, epochs, batch_size, grad_accum, lora,
                       tune_vision, gradient_checkpointing, precision, max_length, warmup_ratio, weight_decay, save_every, seed,
                       group_by_length)
-    _check(cfg)
     check_model_folder(cfg.model, "--model", allow_pickle)
     out = Path(out)
     accelerator = _accelerator(cfg, report_to, out)
