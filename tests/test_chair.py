@@ -326,6 +326,22 @@ def test_concatenated_pretty_printed_objects_are_read_with_their_lines(tmp_path)
     assert [(c.image_id, c.line) for c in read_captions(caps)] == [(1, 1), (2, 5)]
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"batch_size": 0}, r"--batch-size must be at least 1 \(got 0\)"),
+    ({"max_new_tokens": 0}, r"--max-new-tokens must be at least 1 \(got 0\)"),
+    ({"language": "fr"}, r"language must be one of en, it, not 'fr'"),
+    ({"sample": None}, r"give --image-ids FILE or --sample N"),
+    ({"prompts": {}}, r"give --prompt TEXT or --prompt-set"),
+])
+def test_chair_config_refuses_a_bad_value_itself(tmp_path, changes, message):
+    from annotaudit.audit.chair_run import ChairConfig
+
+    given = {"model": "hf:no-model-is-loaded", "images": tmp_path, "truth": {139: {"dog"}}, "prompts": {"I1": "Caption it."}, "sample": 1}
+    with pytest.raises(InputError, match=message):
+        ChairConfig(**{**given, **changes})
+    assert not any(tmp_path.iterdir())  # refused before anything is written
+
+
 def test_run_records_follow_the_schema_rescore_without_the_model_and_edited_inputs_are_refused(tmp_path, tiny):
     from annotaudit.audit.chair_run import ChairConfig, run_chair
 

@@ -379,6 +379,17 @@ def test_eval_rescores_without_the_model_and_refuses_an_edited_task(built, task,
         evaluate(EvalConfig(built, str(vqa), task / "images", max_new_tokens=2, formatting="post,pre", limit=3), tmp_path / "e")
 
 
+@pytest.mark.parametrize("changes, message", [
+    ({"formatting": "post,sideways"}, r"unknown formatting 'sideways'; use all or some of post"),
+    ({"limit": 0}, r"--limit must be at least 1 \(got 0\)"),
+    ({"batch_size": 0}, r"--batch-size must be at least 1 \(got 0\)"),
+])
+def test_eval_config_refuses_a_bad_value_itself(changes, message):
+    with pytest.raises(InputError, match=message):
+        EvalConfig(**{"model": "hf:no-model-is-loaded", "task": "vqa.jsonl", "images": None, **changes})
+    assert EvalConfig("m", "vqa.jsonl", None, formatting="post,pre").formattings == ["post", "pre"]
+
+
 def test_named_task_layouts(tmp_path):
     gqa = tmp_path / "gqa.json"
     gqa.write_text(json.dumps({"201": {"imageId": "n1", "question": "Che cos'è?", "answer": "cane"}}))
