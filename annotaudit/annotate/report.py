@@ -1,6 +1,9 @@
 """Reports of annotate runs: one run's own report, and `annotate report`, the study's Figure 2
 (accuracy and answer rate per model per task) with how far the annotators, humans included, agree
-with one another (pairwise Cohen's kappa)."""
+with one another (pairwise Cohen's kappa).
+
+`annotate report` redraws the study's figure as the study printed it, point figures only. The comparison to
+cite, with intervals, items paired by content and corrected paired tests, is `annotaudit compare`."""
 
 from __future__ import annotations
 
@@ -92,8 +95,8 @@ def agreement(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def compare_runs(run_dirs: list[str | Path], out: str | Path, title: str = "Zero-shot annotation") -> tuple[Path, Path]:
-    """Write report.md and report.html comparing the given runs."""
+def study_figure(run_dirs: list[str | Path], out: str | Path, title: str = "Zero-shot annotation") -> tuple[Path, Path]:
+    """Write report.md and report.html with the study's Figure 2 for the given runs."""
     if not run_dirs:
         raise InputError("give at least one run directory")
     runs = [load_run(p) for p in run_dirs]

@@ -108,13 +108,14 @@ def annotate_report_command(
     out: Path = typer.Option(..., help="Where report.md and report.html go."),
     title: str = typer.Option("Zero-shot annotation", help="Report title."),
 ) -> None:
-    """Compare runs: accuracy and answer rate per model per task, and agreement between annotators.
+    """The study's Figure 2: accuracy and answer rate per model per task, and agreement between annotators.
 
+    Point figures, as the study drew them; `annotaudit compare` gives intervals and paired tests to cite.
     Example: annotate report runs/hm-vicuna runs/hm-instructblip --out reports/hm
     """
-    from annotaudit.annotate.report import compare_runs
+    from annotaudit.annotate.report import study_figure
 
-    md, page = compare_runs(run_dirs, out, title=title)
+    md, page = study_figure(run_dirs, out, title=title)
     typer.echo(f"wrote {md} and {page}")
 
 

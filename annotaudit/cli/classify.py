@@ -95,7 +95,7 @@ def classify_compare_command(
 
     Example: annotaudit classify compare --task mmimdb --data data/mmimdb --runs runs/mm-flan-t5 --runs runs/mm-vicuna --seeds 3 --out cls/mm
     """
-    from annotaudit.classifiers.compare import classify_compare
+    from annotaudit.classifiers.label_sources import classify_compare
 
     run_dirs = [r.strip() for value in runs for r in value.split(",") if r.strip()]
     cfg = _config(text_encoder, image_encoder, num_image_embeds, epochs, batch_size, lr, seed, patience, freeze_text_epochs,
