@@ -9,6 +9,7 @@ Every step calls the library, not the command line, and every step's run directo
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -25,6 +26,7 @@ from annotaudit.core.vocab import SETTINGS
 from annotaudit.demo import shapes
 from annotaudit.demo.report import arm_key, demo_report
 
+SMOLLM2 = "smollm2-135m-instruct"
 CAPTION_PROMPT = {"en": "Generate a short caption of the image.", "it": "Genera una breve didascalia dell'immagine."}
 
 
@@ -195,10 +197,12 @@ def pretrain_llm(llm_dir: Path, world: shapes.World, cfg: DemoConfig) -> Path:
     return llm_dir
 
 
-def build_models(world: shapes.World, out: Path, cfg: DemoConfig) -> Path:
-    """Tower + small Llama (both pretrained on the world) -> LLaVA-NeXT through `lvlm build` (Mistral template, one anyres pinpoint)."""
+def build_models(world: shapes.World, out: Path, cfg: DemoConfig, tower: Path | None = None) -> Path:
+    """Tower + small Llama (both pretrained on the world) -> LLaVA-NeXT through `lvlm build` (Mistral template, one anyres pinpoint).
+
+    `tower` is an already pretrained tower folder (else it is pretrained here)."""
     from annotaudit.lvlm import build_lvlm
-    tower = pretrain_tower(out / "vision_tower", cfg)
+    tower = tower or pretrain_tower(out / "vision_tower", cfg)
     llm = pretrain_llm(small_llm(out / "llm", world_tokenizer(world), cfg), world, cfg)
     size = cfg.image_size
     return build_lvlm(tower, llm, out / "lvlm_untrained", template="mistral", pinpoints=[[size, size]], force=True)
@@ -250,6 +254,73 @@ def annotate_task(world: shapes.World, model: str, out: Path, mode: str, cfg: De
     rc = RunConfig(task=str(world.task), data=str(world.memes), model=model, split="train", mode=mode, batch_size=64, seed=cfg.seed,
                    max_new_tokens=16, do_sample=mode == "generate", temperature=0.8, top_p=0.9)
     return run(rc, out)
+
+
+def _annotate_in_child(world: shapes.World, model: str, out: Path, mode: str, cfg: DemoConfig, threads: int, conn: Any) -> None:
+    """The body of `AnnotationApart`'s process: annotate with `threads` torch threads, send back ("ok", metrics) or ("error", exception)."""
+    os.environ["ANNOTAUDIT_NO_PROGRESS"] = "1"  # two processes redrawing bars on one terminal garble both
+    torch.set_num_threads(threads)
+    try:
+        conn.send(("ok", annotate_task(world, model, out, mode, cfg)))
+    except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+        try:
+            conn.send(("error", exc))
+        except Exception:  # noqa: BLE001 - an exception that does not pickle goes back as its message
+            conn.send(("error", RuntimeError(f"{type(exc).__name__}: {exc}")))
+    finally:
+        conn.close()
+
+
+class AnnotationApart:
+    """One annotation run in a process of its own while this process goes on (the LVLM's pretraining and training).
+
+    The demo's models are small, so a second torch thread speeds them up by well under twice, and two jobs on
+    a core each finish sooner than the two in turn on both cores. The torch
+    threads are split between the two processes until the run ends, then this process gets them back
+    (`poll` at each step, `wait` at the end). The answers do not change: the annotation seeds itself, and the
+    LVLM's training and generation (linear layers, attention, the frozen tower's forward pass) give the same
+    numbers on 1 or 2 threads. The tower's own pretraining does not (convolution gradients), so it runs first."""
+
+    def __init__(self, world: shapes.World, model: str, out: Path, mode: str, cfg: DemoConfig):
+        import multiprocessing
+
+        self.threads = torch.get_num_threads()
+        mine = max(1, self.threads // 2)
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_annotate_in_child, args=(world, model, out, mode, cfg, max(1, self.threads - mine), child), daemon=True)
+        self.process.start()
+        child.close()
+        torch.set_num_threads(mine)
+        self.result: tuple[str, Any] | None = None
+
+    def _receive(self) -> None:
+        try:
+            self.result = self.conn.recv()
+        except EOFError:
+            self.result = ("error", RuntimeError(f"the annotation process ended without a result (exit code {self.process.exitcode})"))
+        self.process.join()
+        torch.set_num_threads(self.threads)
+
+    def poll(self) -> None:
+        """Take the threads back if the run has ended; raise its error now rather than at the end."""
+        if self.result is None and self.conn.poll():
+            self._receive()
+            self.wait()
+
+    def wait(self) -> dict[str, Any]:
+        """The run's metrics, as `annotate_task` returns them; its error, raised here."""
+        if self.result is None:
+            self._receive()
+        status, value = self.result
+        if status == "error":
+            raise value
+        return value
+
+
+def annotate_apart(world: shapes.World, model: str, out: Path, mode: str, cfg: DemoConfig) -> AnnotationApart | None:
+    """`AnnotationApart` where there are two torch threads to split, else None (annotate in turn)."""
+    return AnnotationApart(world, model, out, mode, cfg) if torch.get_num_threads() >= 2 else None
 
 
 def mmbt_encoders(world: shapes.World, out: Path, cfg: DemoConfig) -> tuple[Path, Path]:
@@ -431,16 +502,24 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
     questions = build_pope(world, out, cfg)
     lap("world")
     _step("2/7 building the LVLM (lvlm build)")
-    untrained = build_models(world, out / "models", cfg)
+    tower = pretrain_tower(out / "models" / "vision_tower", cfg)
+    smollm2 = annotate_apart(world, SMOLLM2, out / "annotate_smollm2", "generate", cfg) if cfg.annotate_smollm2 else None
+    if smollm2 is not None:
+        console.print("SmolLM2-135M annotates the task in a second process meanwhile (step 6 shows its results)")
+    untrained = build_models(world, out / "models", cfg, tower=tower)
     lap("build")
     _step("3/7 auditing the untrained LVLM (POPE, CHAIR; en, it)")
     before = audit(untrained, world, questions, out / "audit_before", cfg)
     lap("audit_before")
+    if smollm2 is not None:
+        smollm2.poll()
     _step("4/7 training: stage 1 (projector) and stage 2 (projector + LLM)")
     from annotaudit.lvlm.train import train
 
     stage1 = train(untrained, world.pretrain["both"], world.images, out / "models" / "lvlm_stage1", "pretrain", lr=cfg.lr_pretrain,
                    epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=cfg.seed, force=True, cache_images=True)
+    if smollm2 is not None:
+        smollm2.poll()
     trained = train(stage1, world.instruct["both"], world.images, out / "models" / "lvlm_stage2", "finetune", lr=cfg.lr_finetune,
                     epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, seed=cfg.seed, force=True, group_by_length=True,
                     cache_images=True)
@@ -449,8 +528,9 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
     after = audit(trained, world, questions, out / "audit_after", cfg)
     lap("audit_after")
     _step("6/7 annotating the image+text task (trained LVLM, SmolLM2-135M)")
-    annotators = {"lvlm": "hf:" + str(trained), **({"smollm2": "smollm2-135m-instruct"} if cfg.annotate_smollm2 else {})}
-    annotations = {who: annotate_task(world, model, out / f"annotate_{who}", "score" if who == "lvlm" else "generate", cfg)
+    annotators = {"lvlm": "hf:" + str(trained), **({"smollm2": SMOLLM2} if cfg.annotate_smollm2 else {})}
+    annotations = {who: smollm2.wait() if who == "smollm2" and smollm2 is not None else
+                   annotate_task(world, model, out / f"annotate_{who}", "score" if who == "lvlm" else "generate", cfg)
                    for who, model in annotators.items()}
     runs = [out / f"annotate_{who}" for who in annotators]
     lap("annotate")
