@@ -482,7 +482,10 @@ def _step(title: str) -> None:
 
 
 def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, seed: int | None = None) -> dict[str, Any]:
-    """The whole demo; returns the summary also written to out/summary.json."""
+    """The whole demo; returns the summary also written to out/summary.json.
+
+    SmolLM2 annotates in a spawned process (`AnnotationApart`), so a script that calls this needs the usual
+    `if __name__ == "__main__":` guard."""
     cfg = config or (DemoConfig.quick() if quick else DemoConfig())
     if seed is not None:
         cfg = replace(cfg, seed=seed)
