@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from annotaudit.audit import chair_words
-from annotaudit.audit.chair import Caption, build_ground_truth, extractor, score_captions
+from annotaudit.audit.chair.metric import Caption, build_ground_truth, extractor, score_captions
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "chair"
 WORDS = "a the of on in with and near two some large small red white sitting standing next to table street man woman dog cat bus buses people plates cups hot dog teddy bear baby elephant wine glasses".split()

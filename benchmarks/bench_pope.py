@@ -24,9 +24,9 @@ os.environ.setdefault("ANNOTAUDIT_NO_PROGRESS", "1")
 
 from PIL import Image  # noqa: E402
 
-from annotaudit.audit.pope import read_questions  # noqa: E402
-from annotaudit.audit.pope_build import build_question_sets, write_questions  # noqa: E402
-from annotaudit.audit.pope_run import PopeConfig, prompt_for, run_pope  # noqa: E402
+from annotaudit.audit.pope.build import build_question_sets, write_questions  # noqa: E402
+from annotaudit.audit.pope.protocol import read_questions  # noqa: E402
+from annotaudit.audit.pope.run import PopeConfig, prompt_for, run_pope  # noqa: E402
 from annotaudit.models import GenerationConfig, Request, load_model  # noqa: E402
 
 

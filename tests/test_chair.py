@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from annotaudit.audit.chair import (
+from annotaudit.audit.chair.metric import (
     build_ground_truth,
     extract_objects,
     load_ground_truth,
@@ -20,7 +20,7 @@ from annotaudit.audit.chair import (
     score_captions,
     write_ground_truth,
 )
-from annotaudit.audit.chair_words import english_vocabulary, singularize
+from annotaudit.audit.chair.words import english_vocabulary, singularize
 from annotaudit.cli.main import app
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import Problems
@@ -286,7 +286,7 @@ def test_run_with_tiny_llava_next_scores_per_prompt_and_resumes(tmp_path, tiny):
 
 
 def test_run_rejects_unknown_image_ids_with_their_line(tmp_path):
-    from annotaudit.audit.chair_run import choose_images
+    from annotaudit.audit.chair.run import choose_images
 
     ids = tmp_path / "ids.txt"
     ids.write_text("139\nCOCO_val2014_000000000285.jpg\n4242\n")
@@ -311,7 +311,7 @@ def test_problems_go_to_problems_jsonl_and_the_terminal_shows_the_first_twenty(t
 
 
 def test_nothing_scored_is_an_error_and_writes_nothing(tmp_path, gt):
-    from annotaudit.audit.chair import score_caption_file
+    from annotaudit.audit.chair.metric import score_caption_file
 
     unknown = tmp_path / "unknown.jsonl"
     unknown.write_text('{"image_id": 999, "caption": "A dog."}\n')
@@ -334,7 +334,7 @@ def test_concatenated_pretty_printed_objects_are_read_with_their_lines(tmp_path)
     ({"prompts": {}}, r"give --prompt TEXT or --prompt-set"),
 ])
 def test_chair_config_refuses_a_bad_value_itself(tmp_path, changes, message):
-    from annotaudit.audit.chair_run import ChairConfig
+    from annotaudit.audit.chair.run import ChairConfig
 
     given = {"model": "hf:no-model-is-loaded", "images": tmp_path, "truth": {139: {"dog"}}, "prompts": {"I1": "Caption it."}, "sample": 1}
     with pytest.raises(InputError, match=message):
@@ -343,7 +343,7 @@ def test_chair_config_refuses_a_bad_value_itself(tmp_path, changes, message):
 
 
 def test_run_records_follow_the_schema_rescore_without_the_model_and_edited_inputs_are_refused(tmp_path, tiny):
-    from annotaudit.audit.chair_run import ChairConfig, run_chair
+    from annotaudit.audit.chair.run import ChairConfig, run_chair
 
     images = tmp_path / "val2014"
     images.mkdir()
@@ -385,7 +385,7 @@ def test_run_records_follow_the_schema_rescore_without_the_model_and_edited_inpu
 
 
 def test_scores_of_other_captions_are_not_overwritten_unless_forced(tmp_path, gt):
-    from annotaudit.audit.chair import score_caption_file
+    from annotaudit.audit.chair.metric import score_caption_file
 
     first, second, out = tmp_path / "a.jsonl", tmp_path / "b.jsonl", tmp_path / "out"
     first.write_text('{"image_id": 1, "caption": "A dog."}\n')

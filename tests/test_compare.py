@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
-from annotaudit.audit.pope import question_text
+from annotaudit.audit.pope.protocol import question_text
 from annotaudit.cli.main import app
 from annotaudit.compare.bootstrap import Items, bootstrap, draw_weights, flag, paired_difference
 from annotaudit.compare.exact import clopper_pearson

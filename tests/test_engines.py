@@ -255,7 +255,7 @@ def test_pope_run_sends_images_over_http(tserve, tmp_path):
 def test_usage_is_counted_per_model_and_recorded_per_run(tserve, tmp_path):
     """Each loaded server model counts its own requests; two runs that share one model record only their own in
     run.json and metrics.json, and another model's requests reach neither."""
-    from annotaudit.audit.pope_run import PopeConfig, run_pope
+    from annotaudit.audit.pope.run import PopeConfig, run_pope
 
     server = tserve["server"]
     shared = load_model(f"openai:{server.model}", engine=EngineOptions(base_url=server.base_url))
@@ -272,7 +272,7 @@ def test_usage_is_counted_per_model_and_recorded_per_run(tserve, tmp_path):
 
 
 def test_chair_run_and_lvlm_eval_caption_and_answer_over_http(tserve, tmp_path):
-    from annotaudit.audit.chair_run import ChairConfig, run_chair
+    from annotaudit.audit.chair.run import ChairConfig, run_chair
     from annotaudit.lvlm.evaluate import EvalConfig, evaluate
 
     server = tserve["server"]

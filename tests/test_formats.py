@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from annotaudit.audit.pope_run import score_pope
+from annotaudit.audit.pope.run import score_pope
 from annotaudit.cli.main import app
 from annotaudit.core.errors import InputError
 
@@ -339,7 +339,7 @@ def test_hub_pope_parquet_scores_with_ids_repeating_across_settings(tmp_path):
     k = next(i for i, (a, b) in enumerate(zip(adv, rnd)) if _object(a["text"]) != _object(b["text"]))  # both settings open alike
     with pytest.raises(InputError, match=rf"swapped.jsonl:{61 + k} \(object .*\) against .*test-00000-of-00003.parquet:{k + 1} "):
         score_pope(questions=hub, answers=_write_jsonl(tmp_path / "swapped.jsonl", swapped))
-    from annotaudit.audit.pope_formats import parquet_images
+    from annotaudit.audit.pope.formats import parquet_images
 
     names = parquet_images(hub, tmp_path / "images")
     assert len(names) == 120 and Image.open(tmp_path / "images" / names[1]).size == (8, 8)

@@ -25,8 +25,8 @@ from annotaudit.lvlm import evaluate as vqa
 PACKAGE = Path(__file__).resolve().parent.parent / "annotaudit"
 # module -> the figures it owns
 OWNERS = {
-    "annotaudit/audit/pope.py": ("accuracy", "precision", "recall", "f1", "yes_ratio"),
-    "annotaudit/audit/chair.py": ("chair_s", "chair_i", "recall", "mean_length"),
+    "annotaudit/audit/pope/protocol.py": ("accuracy", "precision", "recall", "f1", "yes_ratio"),
+    "annotaudit/audit/chair/metric.py": ("chair_s", "chair_i", "recall", "mean_length"),
     "annotaudit/annotate/metrics.py": ("accuracy", "answer_rate"),
     "annotaudit/lvlm/evaluate.py": ("exact", "approx"),
     "annotaudit/classifiers/metrics.py": ("accuracy", "macro_f1", "micro_f1", "auroc"),
@@ -108,13 +108,13 @@ def test_the_checks_catch_a_copied_formula(tmp_path):
     """A copy of POPE's F1 in compare, and a second spec outside the owners, are both found."""
     package = tmp_path / "annotaudit"
     (package / "compare").mkdir(parents=True)
-    (package / "audit").mkdir()
-    source = (PACKAGE / "audit" / "pope.py").read_text(encoding="utf-8")
-    (package / "audit" / "pope.py").write_text(source)
+    (package / "audit" / "pope").mkdir(parents=True)
+    source = (PACKAGE / "audit" / "pope" / "protocol.py").read_text(encoding="utf-8")
+    (package / "audit" / "pope" / "protocol.py").write_text(source)
     f1 = ast.get_source_segment(source, next(n for n in ast.walk(ast.parse(source)) if _is_aggregate(n) and n.name == "_f1"))
     (package / "compare" / "measures.py").write_text(f"{f1}\n\n\ndef precision(arrays, weights):\n    return (weights @ arrays['tp']) / weights.sum(axis=1)\n\n"
                                                      "SPEC = MetricSpec('f1', None, _f1)\n")
-    assert repeated_aggregates(package) == [["annotaudit/audit/pope.py:" + str(source[:source.index("def _f1")].count("\n") + 1) + " _f1",
+    assert repeated_aggregates(package) == [["annotaudit/audit/pope/protocol.py:" + str(source[:source.index("def _f1")].count("\n") + 1) + " _f1",
                                              "annotaudit/compare/measures.py:1 _f1"]]
     assert spec_builders(package) == ["annotaudit/compare/measures.py"]
     assert sorted(f.split(" ", 1)[1] for f in formulas_in_compare(package)) == ["Div", "MatMult", "divide"]
@@ -122,7 +122,7 @@ def test_the_checks_catch_a_copied_formula(tmp_path):
 
 def test_each_owner_defines_its_figures_and_compare_names_them_from_the_specs():
     memes = get_task("hateful_memes")
-    owned = {"annotaudit/audit/pope.py": pope.METRICS, "annotaudit/audit/chair.py": (*chair.METRICS, chair.MEAN_LENGTH),
+    owned = {"annotaudit/audit/pope/protocol.py": pope.METRICS, "annotaudit/audit/chair/metric.py": (*chair.METRICS, chair.MEAN_LENGTH),
              "annotaudit/annotate/metrics.py": annotation.METRICS, "annotaudit/lvlm/evaluate.py": vqa.METRICS,
              "annotaudit/classifiers/metrics.py": tuple(classifier.AGGREGATES)}
     for module, specs in owned.items():

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from annotaudit.audit.pope import (
+from annotaudit.audit.pope.build import build_question_sets, frequency, negatives, objects_from_coco, objects_from_json, ranking_from_table
+from annotaudit.audit.pope.protocol import (
     CANDIDATES,
     coco_italian_names,
     italian_article,
@@ -25,8 +26,7 @@ from annotaudit.audit.pope import (
     read_questions,
     score_answers,
 )
-from annotaudit.audit.pope_build import build_question_sets, frequency, negatives, objects_from_coco, objects_from_json, ranking_from_table
-from annotaudit.audit.pope_run import PopeConfig, best_threshold, run_pope, score_pope
+from annotaudit.audit.pope.run import PopeConfig, best_threshold, run_pope, score_pope
 from annotaudit.cli.audit_pope import app
 from annotaudit.core.errors import InputError
 

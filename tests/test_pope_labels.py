@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from annotaudit.audit.pope import metrics, parse_repope
-from annotaudit.audit.pope_labels import file_fingerprint, read_label_sets, rows_hash
-from annotaudit.audit.pope_run import score_pope
+from annotaudit.audit.pope.labels import file_fingerprint, read_label_sets, rows_hash
+from annotaudit.audit.pope.protocol import metrics, parse_repope
+from annotaudit.audit.pope.run import score_pope
 from annotaudit.core.errors import InputError
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "pope"

@@ -59,7 +59,7 @@ def test_boxes_do_not_overlap(world):
 
 
 def test_captions_name_exactly_the_objects(world):
-    from annotaudit.audit.chair import extract_objects
+    from annotaudit.audit.chair.metric import extract_objects
 
     inst = json.loads(world.instances["val"].read_text())
     names = {c["id"]: c["name"] for c in inst["categories"]}

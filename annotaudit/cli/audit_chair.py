@@ -44,7 +44,7 @@ def chair_build_gt_command(
 
     Example: audit chair build-gt --instances instances_val2014.json --captions captions_val2014.json --out gt.json
     """
-    from annotaudit.audit.chair import build_ground_truth, write_ground_truth
+    from annotaudit.audit.chair.metric import build_ground_truth, write_ground_truth
 
     truth = build_ground_truth(instances, captions or [], fix_quirks=fix_quirks)
     write_ground_truth(truth, out)
@@ -73,7 +73,7 @@ def chair_score_command(
 
     Example: audit chair score --captions chair-llava --out chair-llava-rescored   (re-score a run without the model)
     """
-    from annotaudit.audit.chair import score_caption_file
+    from annotaudit.audit.chair.metric import score_caption_file
     from annotaudit.core.io import Problems
 
     problems = Problems(strict=strict)
@@ -108,8 +108,8 @@ def chair_run_command(
 
     Example: audit chair run --model llava-1.5-7b --images val2014/ --sample 500 --seed 0 --prompt-set I1,I2 --ground-truth gt.json --out chair-llava
     """
-    from annotaudit.audit.chair import resolve_ground_truth
-    from annotaudit.audit.chair_run import ChairConfig, resolve_prompts, run_chair
+    from annotaudit.audit.chair.metric import resolve_ground_truth
+    from annotaudit.audit.chair.run import ChairConfig, resolve_prompts, run_chair
 
     prompts = resolve_prompts(prompt_set, prompt or [])
     truth, source = resolve_ground_truth(ground_truth, instances or (), captions_ref or (), fix_quirks)
@@ -126,7 +126,7 @@ def chair_objects_command(text: str = typer.Argument(..., help="A caption."), la
 
     Example: audit chair objects "Un orsacchiotto accanto a un idrante." --language it
     """
-    from annotaudit.audit.chair import extract_objects
+    from annotaudit.audit.chair.metric import extract_objects
 
     for word, category in extract_objects(text, language, fix_quirks):
         typer.echo(f"{word}\t{category}")

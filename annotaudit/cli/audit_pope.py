@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from annotaudit.audit.pope import METRIC_NAMES
+from annotaudit.audit.pope.protocol import METRIC_NAMES
 from annotaudit.core.errors import InputError
 
 from .options import FORCE, MODEL, RUN_FOLDER, with_engine
@@ -40,7 +40,7 @@ def _print_table(title: str, rows: dict[str, dict], counts: tuple[str, ...] = ()
 
 def _print_label_sets(result: dict) -> None:
     """One table per label set when there are several, then one line per setting with the change in F1; each set's protocol."""
-    from annotaudit.audit.pope_labels import f1_changes
+    from annotaudit.audit.pope.labels import f1_changes
 
     sets = result.get("label_sets") or {}
     if len(sets) > 1:
@@ -72,8 +72,8 @@ def pope_build_command(
 
     Example: audit pope build --annotations instances_val2014.json --captions captions_val2014.json --setting all --out pope/coco_pope.json
     """
-    from annotaudit.audit.pope import read_questions
-    from annotaudit.audit.pope_build import build_question_files
+    from annotaudit.audit.pope.build import build_question_files
+    from annotaudit.audit.pope.protocol import read_questions
 
     _at_least_one(images=images, per_image=per_image, min_objects=min_objects)
     paths = build_question_files(
@@ -107,7 +107,7 @@ def pope_run_command(
 
     Example: audit pope run --questions coco_pope_random.json --images val2014 --model llava-1.5-7b --out runs/pope-llava
     """
-    from annotaudit.audit.pope_run import PopeConfig, run_pope
+    from annotaudit.audit.pope.run import PopeConfig, run_pope
 
     cfg = PopeConfig(questions, images, model, setting=setting, mode=mode, prompt_variant=prompt_variant, language=language,
                      batch_images=batch_images, max_new_tokens=max_new_tokens, calibration=calibration, seed=seed)
@@ -144,7 +144,7 @@ def pope_score_command(
 
     Example: audit pope score --questions coco_pope_random.json --answers answers.jsonl --labels repope=RePOPE/annotations/coco_repope --out scores/
     """
-    from annotaudit.audit.pope_run import score_pope
+    from annotaudit.audit.pope.run import score_pope
 
     if out is None and run is None:
         raise InputError("--out is required: the run folder that keeps the records, metrics and report")

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from annotaudit.annotate.metrics import METRICS as ANNOTATE_SPECS
-from annotaudit.audit.chair import MEAN_LENGTH
-from annotaudit.audit.chair import METRICS as CHAIR_SPECS
-from annotaudit.audit.pope import METRICS as POPE_SPECS
+from annotaudit.audit.chair.metric import MEAN_LENGTH
+from annotaudit.audit.chair.metric import METRICS as CHAIR_SPECS
+from annotaudit.audit.pope.protocol import METRICS as POPE_SPECS
 from annotaudit.core.errors import InputError
 from annotaudit.core.metrics import Aggregate, MetricSpec, item_arrays, names
 from annotaudit.lvlm.evaluate import METRICS as VQA_SPECS
@@ -54,7 +54,7 @@ PROPORTIONS: dict[str, dict[str, Proportion]] = {
 def pope_figures(records: Records, setting: str) -> tuple[Items, dict[str, Statistic]]:
     """audit.pope's rates; a question is its image and object within the setting (ids and order differ between
     files), its label must agree across runs, and the questions of one image form a cluster."""
-    from annotaudit.audit.pope_formats import question_key
+    from annotaudit.audit.pope.formats import question_key
 
     ids, clusters, contents, images = [], [], [], True
     for r in records:

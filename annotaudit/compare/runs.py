@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from annotaudit.audit.pope_formats import setting_of
+from annotaudit.audit.pope.formats import setting_of
 from annotaudit.core.errors import InputError
 from annotaudit.core.io import read_json, safe_path
 from annotaudit.core.runner import METRICS, read_run_records, run_config, run_manifest

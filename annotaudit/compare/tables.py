@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any
 
-from annotaudit.audit.pope_formats import setting_of
+from annotaudit.audit.pope.formats import setting_of
 from annotaudit.core.errors import InputError
 from annotaudit.core.vocab import LANGUAGES, SETTINGS
 

@@ -213,7 +213,7 @@ def build_models(world: shapes.World, out: Path, cfg: DemoConfig, tower: Path | 
 
 def build_pope(world: shapes.World, out: Path, cfg: DemoConfig) -> dict[str, Path]:
     """POPE question sets for the held-out pictures, all three settings, per language (folder per language)."""
-    from annotaudit.audit.pope_build import build_question_sets, objects_from_coco, write_questions
+    from annotaudit.audit.pope.build import build_question_sets, objects_from_coco, write_questions
 
     objects, files = objects_from_coco([world.instances["val"]])
     folders = {}
@@ -227,9 +227,9 @@ def build_pope(world: shapes.World, out: Path, cfg: DemoConfig) -> dict[str, Pat
 
 def audit(model_dir: Path, world: shapes.World, questions: dict[str, Path], out: Path, cfg: DemoConfig) -> dict[str, Any]:
     """POPE (three settings) and CHAIR, in English and Italian, for one checkpoint."""
-    from annotaudit.audit.chair import build_ground_truth
-    from annotaudit.audit.chair_run import ChairConfig, run_chair
-    from annotaudit.audit.pope_run import PopeConfig, run_pope
+    from annotaudit.audit.chair.metric import build_ground_truth
+    from annotaudit.audit.chair.run import ChairConfig, run_chair
+    from annotaudit.audit.pope.run import PopeConfig, run_pope
     from annotaudit.models import load_model
 
     model = load_model("hf:" + str(model_dir))

@@ -33,7 +33,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from annotaudit.audit.pope import coco_italian_names, italian_phrase, question_text
+from annotaudit.audit.pope.protocol import coco_italian_names, italian_phrase, question_text
 from annotaudit.core.io import read_json, write_text
 
 # COCO id, English name and plural; Italian forms come from audit's table of COCO categories.

@@ -3,7 +3,7 @@
 CHAIR_i = hallucinated object mentions / all object mentions (repeats counted);
 CHAIR_s = captions with at least one hallucinated mention / all captions. Ground truth per image is
 the COCO instance annotations plus the objects named in the reference captions. English matching
-follows the reference implementation by default (see audit.chair_words); Italian uses our own
+follows the reference implementation by default (see audit.chair.words); Italian uses our own
 table with simplemma lemmas.
 
 Every scored caption becomes one record (core.runner's schema): target = the image's objects,
@@ -29,8 +29,8 @@ from annotaudit.core.runner import RECORD_KEYS, RECORDS, run_config, save_record
 from annotaudit.core.runs import MANIFEST, fingerprint
 from annotaudit.core.vocab import LANGUAGES
 
-from . import chair_words
-from .chair_words import COCO_CATEGORIES, TOKEN_RE, singularize
+from . import words as chair_words
+from .words import COCO_CATEGORIES, TOKEN_RE, singularize
 
 Mention = tuple[str, str]  # (words as written in the caption, COCO category)
 

@@ -1,6 +1,6 @@
 """POPE (Li et al., 2023): question files, prompts in English and Italian, answer parsers and metrics.
 
-Building question sets lives in audit.pope_build, running a model in audit.pope_run.
+Building question sets lives in audit.pope.build, running a model in audit.pope.run.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ CANDIDATES = {"en": ("Yes", "No"), "it": ("Sì", "No")}
 @lru_cache(maxsize=1)
 def coco_italian_names() -> dict[str, dict[str, str]]:
     """The 80 COCO categories in Italian: name, gender, plural and indefinite article."""
-    return read_json(Path(__file__).with_name("data") / "coco_categories_it.json")
+    return read_json(Path(__file__).resolve().parent.parent / "data" / "coco_categories_it.json")
 
 
 _USO = re.compile(r"^(s[^aeiouàèéìòù]|z|gn|ps|pn|x|y|i[aeiou])", re.IGNORECASE)
@@ -289,7 +289,7 @@ def metrics(labels: list[str], predictions: list[str]) -> dict[str, Any]:
 
 def score_answers(questions_path: str | Path, answers_path: str | Path, parser: str = "pope", language: str = "en") -> dict[str, Any]:
     """Metrics of an answers file against a questions file, POPE's way by default, after the alignment check."""
-    from .pope_formats import paired_inputs
+    from .formats import paired_inputs
 
     parse = get_parser(parser)
     if language not in LANGUAGES:
