@@ -266,6 +266,12 @@ class FaultyProxy:
             asyncio.set_event_loop(loop)
             loop.run_until_complete(serve())
             loop.run_forever()
+            # Connections still piping (a client's keep-alive) end here, on a running loop, not at garbage collection.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.close()
 
         thread = threading.Thread(target=main, daemon=True)
         thread.start()
