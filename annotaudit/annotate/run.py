@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from annotaudit.core.errors import InputError
+from annotaudit.core.errors import InputError, require_minimum
 from annotaudit.core.io import Problems, write_jsonl
 from annotaudit.core.runner import RECORDS, Sample, make_record, rescore_run, run_config, run_samples
 from annotaudit.core.runs import console, progress
@@ -57,8 +57,7 @@ class RunConfig:
             raise InputError(f"--limit must be at least 1 (got {self.limit})")
         if self.samples > 1 and not self.do_sample:
             raise InputError("several samples per item need sampling (drop --greedy)")
-        if self.max_new_tokens < 1:
-            raise InputError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
+        require_minimum(self, ("max_new_tokens",), 1)
         if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
             raise InputError(f"sampling needs --temperature above 0 and --top-p in (0, 1] (got {self.temperature} and {self.top_p}); use --greedy")
 

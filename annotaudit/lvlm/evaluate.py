@@ -16,7 +16,7 @@ from typing import Any
 
 from PIL import Image
 
-from annotaudit.core.errors import InputError
+from annotaudit.core.errors import InputError, require_minimum
 from annotaudit.core.io import read_parquet_records, read_records, safe_path
 from annotaudit.core.metrics import Arrays, MetricSpec, flags, item_arrays, ratio, share_of, values
 from annotaudit.core.report import Report
@@ -222,9 +222,7 @@ class EvalConfig:
         self.formattings  # noqa: B018  (a bad formatting is refused here)
         if self.limit is not None and self.limit < 1:
             raise InputError(f"--limit must be at least 1 (got {self.limit})")
-        for name in ("batch_size", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        require_minimum(self, ("batch_size", "max_new_tokens"), 1)
 
     @property
     def formattings(self) -> list[str]:

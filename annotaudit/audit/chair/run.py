@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from annotaudit.core.errors import InputError
+from annotaudit.core.errors import InputError, require_minimum
 from annotaudit.core.io import read_json, read_text, safe_path
 from annotaudit.core.runner import Sample, make_record, run_samples
 from annotaudit.core.vocab import LANGUAGES
@@ -126,9 +126,7 @@ class ChairConfig:
             raise InputError("give --prompt TEXT or --prompt-set I1,I2")
         if self.language not in LANGUAGES:
             raise InputError(f"language must be one of {', '.join(LANGUAGES)}, not {self.language!r}")
-        for name in ("max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        require_minimum(self, ("max_new_tokens", "batch_size"), 1)
         if self.image_ids is None and (self.sample is None or self.sample < 1):
             raise InputError("give --image-ids FILE or --sample N (N >= 1)")
 

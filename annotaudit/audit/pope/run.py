@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from annotaudit.core.errors import InputError
+from annotaudit.core.errors import InputError, require_minimum
 from annotaudit.core.io import safe_path
 from annotaudit.core.runner import RECORDS, Sample, make_record, read_run_records, run_config, run_samples, save_records, score_records
 from annotaudit.core.vocab import LANGUAGES, SETTINGS
@@ -257,9 +257,7 @@ class PopeConfig:
             raise InputError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.language not in LANGUAGES:
             raise InputError(f"unknown language {self.language!r}; choose one of {', '.join(LANGUAGES)}")
-        for name in ("batch_images", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise InputError(f"--{name.replace('_', '-')} must be at least 1 (got {getattr(self, name)})")
+        require_minimum(self, ("batch_images", "max_new_tokens"), 1)
         if not 0 < self.calibration < 1:
             raise InputError(f"--calibration is the share of images held out to fit the threshold, between 0 and 1 (got {self.calibration})")
         parse_variants(self.prompt_variant)
