@@ -27,6 +27,7 @@ from annotaudit.demo import shapes
 from annotaudit.demo.report import arm_key, demo_report
 
 SMOLLM2 = "smollm2-135m-instruct"
+SECOND_PROCESS_LOG = "second_process.log"
 CAPTION_PROMPT = {"en": "Generate a short caption of the image.", "it": "Genera una breve didascalia dell'immagine."}
 
 
@@ -197,12 +198,11 @@ def pretrain_llm(llm_dir: Path, world: shapes.World, cfg: DemoConfig) -> Path:
     return llm_dir
 
 
-def build_models(world: shapes.World, out: Path, cfg: DemoConfig, tower: Path | None = None) -> Path:
-    """Tower + small Llama (both pretrained on the world) -> LLaVA-NeXT through `lvlm build` (Mistral template, one anyres pinpoint).
-
-    `tower` is an already pretrained tower folder (else it is pretrained here)."""
+def build_models(world: shapes.World, out: Path, cfg: DemoConfig) -> Path:
+    """Tower + small Llama (both pretrained on the world) -> LLaVA-NeXT through `lvlm build` (Mistral template, one anyres pinpoint)."""
     from annotaudit.lvlm import build_lvlm
-    tower = tower or pretrain_tower(out / "vision_tower", cfg)
+
+    tower = pretrain_tower(out / "vision_tower", cfg)
     llm = pretrain_llm(small_llm(out / "llm", world_tokenizer(world), cfg), world, cfg)
     size = cfg.image_size
     return build_lvlm(tower, llm, out / "lvlm_untrained", template="mistral", pinpoints=[[size, size]], force=True)
@@ -256,12 +256,16 @@ def annotate_task(world: shapes.World, model: str, out: Path, mode: str, cfg: De
     return run(rc, out)
 
 
-def _annotate_in_child(world: shapes.World, model: str, out: Path, mode: str, cfg: DemoConfig, threads: int, conn: Any) -> None:
-    """The body of `AnnotationApart`'s process: annotate with `threads` torch threads, send back ("ok", metrics) or ("error", exception)."""
-    os.environ["ANNOTAUDIT_NO_PROGRESS"] = "1"  # two processes redrawing bars on one terminal garble both
+def _run_in_child(fn: Any, args: tuple, threads: int, log: Path, conn: Any) -> None:
+    """The body of `Apart`'s process: `fn(*args)` on `threads` torch threads, its output into `log`, its result sent back
+    as ("ok", result) or ("error", exception)."""
+    import contextlib
+
+    os.environ["ANNOTAUDIT_NO_PROGRESS"] = "1"
     torch.set_num_threads(threads)
     try:
-        conn.send(("ok", annotate_task(world, model, out, mode, cfg)))
+        with open(log, "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+            conn.send(("ok", fn(*args)))  # its own file: two processes writing one terminal interleave their lines
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
         try:
             conn.send(("error", exc))
@@ -271,56 +275,48 @@ def _annotate_in_child(world: shapes.World, model: str, out: Path, mode: str, cf
         conn.close()
 
 
-class AnnotationApart:
-    """One annotation run in a process of its own while this process goes on (the LVLM's pretraining and training).
+class Apart:
+    """`fn(*args)` in a spawned process on one torch thread, while this process goes on with the others.
 
-    The demo's models are small, so a second torch thread speeds them up by well under twice, and two jobs on
-    a core each finish sooner than the two in turn on both cores. The torch
-    threads are split between the two processes until the run ends, then this process gets them back
-    (`poll` at each step, `wait` at the end). The answers do not change: the annotation seeds itself, and the
-    LVLM's training and generation (linear layers, attention, the frozen tower's forward pass) give the same
-    numbers on 1 or 2 threads. The tower's own pretraining does not (convolution gradients), so it runs first."""
+    The demo's models are small, so a second torch thread speeds them up by well under twice, and two jobs
+    on a core each finish sooner than the two in turn on both cores. This process keeps the remaining
+    threads until `wait()`, which blocks until the job ends and only then gives them back: some kernels
+    sum in another order on one thread than on two, so the thread count may change only at a fixed point
+    of the run, never when the other job happens to end, or the figures would depend on timing.
+    The job's output goes to `log`. With a single torch thread there is nothing to split, and the job runs
+    here at once."""
 
-    def __init__(self, world: shapes.World, model: str, out: Path, mode: str, cfg: DemoConfig):
+    def __init__(self, fn: Any, *args: Any, log: Path):
         import multiprocessing
 
         self.threads = torch.get_num_threads()
-        mine = max(1, self.threads // 2)
+        self.process = None
+        if self.threads < 2:
+            self.result = fn(*args)
+            return
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_annotate_in_child, args=(world, model, out, mode, cfg, max(1, self.threads - mine), child), daemon=True)
+        self.process = ctx.Process(target=_run_in_child, args=(fn, args, 1, log, child), daemon=True)
         self.process.start()
         child.close()
-        torch.set_num_threads(mine)
-        self.result: tuple[str, Any] | None = None
+        torch.set_num_threads(self.threads - 1)
 
-    def _receive(self) -> None:
+    def wait(self) -> Any:
+        """The job's result; its error, raised here. This process has all its threads again afterwards."""
+        if self.process is None:
+            return self.result
         try:
-            self.result = self.conn.recv()
+            status, value = self.conn.recv()
         except EOFError:
-            self.result = ("error", RuntimeError(f"the annotation process ended without a result (exit code {self.process.exitcode})"))
-        self.process.join()
-        torch.set_num_threads(self.threads)
-
-    def poll(self) -> None:
-        """Take the threads back if the run has ended; raise its error now rather than at the end."""
-        if self.result is None and self.conn.poll():
-            self._receive()
-            self.wait()
-
-    def wait(self) -> dict[str, Any]:
-        """The run's metrics, as `annotate_task` returns them; its error, raised here."""
-        if self.result is None:
-            self._receive()
-        status, value = self.result
+            status, value = "error", RuntimeError(f"the demo's second process ended without a result (exit code {self.process.exitcode})")
+        finally:
+            self.process.join()
+            self.process = None
+            torch.set_num_threads(self.threads)
         if status == "error":
             raise value
+        self.result = value
         return value
-
-
-def annotate_apart(world: shapes.World, model: str, out: Path, mode: str, cfg: DemoConfig) -> AnnotationApart | None:
-    """`AnnotationApart` where there are two torch threads to split, else None (annotate in turn)."""
-    return AnnotationApart(world, model, out, mode, cfg) if torch.get_num_threads() >= 2 else None
 
 
 def mmbt_encoders(world: shapes.World, out: Path, cfg: DemoConfig) -> tuple[Path, Path]:
@@ -399,24 +395,44 @@ def pretrain_mmbt(world: shapes.World, models_dir: Path, cfg: DemoConfig) -> tup
     return matched, resnet, metrics
 
 
-def mmbt(world: shapes.World, runs: list[Path], models_dir: Path, out: Path, cfg: DemoConfig) -> dict[str, Any]:
-    """MMBT on human labels against each annotator's labels, and a text-only MMBT on human labels, tested on the same human test split."""
+def mmbt_config(bert: Path, resnet: Path, cfg: DemoConfig):
+    """The training every MMBT arm shares: the matched BERT and the pretrained ResNet (frozen), a fresh projection and head."""
+    from annotaudit.classifiers.train import ClassifierTrainConfig
+
+    return ClassifierTrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.mmbt_epochs, batch_size=16, lr=1e-3,
+                                 freeze_image_epochs=cfg.mmbt_epochs, seed=cfg.seed, patience=cfg.mmbt_epochs)
+
+
+def mmbt_pretraining(world: shapes.World, out: Path, cfg: DemoConfig) -> dict[str, Any]:
+    """The MMBT work that needs only the world: both encoders' pretraining, and the text-only control on human labels."""
     from annotaudit.annotate.tasks import get_task
-    from annotaudit.classifiers.compare import compare
     from annotaudit.classifiers.data import load_splits
-    from annotaudit.classifiers.train import ClassifierTrainConfig, train_classifier
+    from annotaudit.classifiers.train import train_classifier
 
     task = get_task("hateful_memes")
-    bert, resnet, matching = pretrain_mmbt(world, models_dir, cfg)
-    splits = load_splits(task, world.memes)
-    tc = ClassifierTrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.mmbt_epochs, batch_size=16, lr=1e-3,
-                               freeze_image_epochs=cfg.mmbt_epochs, seed=cfg.seed, patience=cfg.mmbt_epochs)
-    result = compare(task, splits, runs, 1, tc, out / "classify", data=str(world.memes), force=True)
-    text_only = [[replace(ex, image=None) for ex in split] for split in splits]
-    result["text_only"] = train_classifier(task, *text_only, tc, out / "classify_text_only", force=True,
-                                           extra_config={"labels": "human", "modalities": "text only"})
-    result["matching"] = {"dev_auroc": matching.get("auroc")}
-    return result
+    bert, resnet, matching = pretrain_mmbt(world, out / "models", cfg)
+    text_only = [[replace(ex, image=None) for ex in split] for split in load_splits(task, world.memes)]
+    result = train_classifier(task, *text_only, mmbt_config(bert, resnet, cfg), out / "classify_text_only", force=True,
+                              extra_config={"labels": "human", "modalities": "text only"})
+    return {"bert": bert, "resnet": resnet, "matching": {"dev_auroc": matching.get("auroc")}, "text_only": result}
+
+
+def mmbt(world: shapes.World, runs: list[Path], encoders: dict[str, Any], out: Path, cfg: DemoConfig) -> dict[str, Any]:
+    """MMBT on human labels against each annotator's labels, tested on the same human test split, beside the text-only control."""
+    from annotaudit.annotate.tasks import get_task
+    from annotaudit.classifiers.data import load_splits
+    from annotaudit.classifiers.label_sources import train_label_sources
+
+    task = get_task("hateful_memes")
+    tc = mmbt_config(encoders["bert"], encoders["resnet"], cfg)
+    result = train_label_sources(task, load_splits(task, world.memes), runs, 1, tc, out / "classify", data=str(world.memes), force=True)
+    return {**result, "text_only": encoders["text_only"], "matching": encoders["matching"]}
+
+
+def world_side(world: shapes.World, out: Path, cfg: DemoConfig) -> dict[str, Any]:
+    """Everything that needs only the world, not the LVLM: SmolLM2's annotation and MMBT's pretraining and text-only control."""
+    smollm2 = annotate_task(world, SMOLLM2, out / "annotate_smollm2", "generate", cfg) if cfg.annotate_smollm2 else None
+    return {"smollm2": smollm2, "mmbt": mmbt_pretraining(world, out, cfg)}
 
 
 def compare_runs(out: Path, runs: list[Path], seed: int) -> dict[str, Any]:
@@ -484,8 +500,8 @@ def _step(title: str) -> None:
 def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, seed: int | None = None) -> dict[str, Any]:
     """The whole demo; returns the summary also written to out/summary.json.
 
-    SmolLM2 annotates in a spawned process (`AnnotationApart`), so a script that calls this needs the usual
-    `if __name__ == "__main__":` guard."""
+    SmolLM2's annotation and MMBT's pretraining run in a spawned process (`Apart`), so a script that calls
+    this needs the usual `if __name__ == "__main__":` guard."""
     cfg = config or (DemoConfig.quick() if quick else DemoConfig())
     if seed is not None:
         cfg = replace(cfg, seed=seed)
@@ -504,25 +520,22 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
     world = shapes.generate_world(out / "world", n_train=cfg.n_train, n_val=cfg.n_val, n_memes=cfg.n_memes, seed=cfg.seed, image_size=2 * cfg.image_size)
     questions = build_pope(world, out, cfg)
     lap("world")
+    side = Apart(world_side, world, out, cfg, log=out / SECOND_PROCESS_LOG)
+    if side.process is not None:
+        console.print("meanwhile a second process annotates with SmolLM2-135M and pretrains MMBT's encoders "
+                      f"(steps 6 and 7 show them; its log: {out / SECOND_PROCESS_LOG})")
     _step("2/7 building the LVLM (lvlm build)")
-    tower = pretrain_tower(out / "models" / "vision_tower", cfg)
-    smollm2 = annotate_apart(world, SMOLLM2, out / "annotate_smollm2", "generate", cfg) if cfg.annotate_smollm2 else None
-    if smollm2 is not None:
-        console.print("SmolLM2-135M annotates the task in a second process meanwhile (step 6 shows its results)")
-    untrained = build_models(world, out / "models", cfg, tower=tower)
+    untrained = build_models(world, out / "models", cfg)
     lap("build")
     _step("3/7 auditing the untrained LVLM (POPE, CHAIR; en, it)")
     before = audit(untrained, world, questions, out / "audit_before", cfg)
     lap("audit_before")
-    if smollm2 is not None:
-        smollm2.poll()
     _step("4/7 training: stage 1 (projector) and stage 2 (projector + LLM)")
     from annotaudit.lvlm.train import train
 
     stage1 = train(untrained, world.pretrain["both"], world.images, out / "models" / "lvlm_stage1", "pretrain", lr=cfg.lr_pretrain,
                    epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=cfg.seed, force=True, cache_images=True)
-    if smollm2 is not None:
-        smollm2.poll()
+    done = side.wait()  # both threads from here on, whenever the second process ended: a fixed point keeps the figures fixed
     trained = train(stage1, world.instruct["both"], world.images, out / "models" / "lvlm_stage2", "finetune", lr=cfg.lr_finetune,
                     epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, seed=cfg.seed, force=True, group_by_length=True,
                     cache_images=True)
@@ -532,13 +545,12 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
     lap("audit_after")
     _step("6/7 annotating the image+text task (trained LVLM, SmolLM2-135M)")
     annotators = {"lvlm": "hf:" + str(trained), **({"smollm2": SMOLLM2} if cfg.annotate_smollm2 else {})}
-    annotations = {who: smollm2.wait() if who == "smollm2" and smollm2 is not None else
-                   annotate_task(world, model, out / f"annotate_{who}", "score" if who == "lvlm" else "generate", cfg)
-                   for who, model in annotators.items()}
+    annotations = {"lvlm": annotate_task(world, annotators["lvlm"], out / "annotate_lvlm", "score", cfg),
+                   **({"smollm2": done["smollm2"]} if cfg.annotate_smollm2 else {})}
     runs = [out / f"annotate_{who}" for who in annotators]
     lap("annotate")
     _step("7/7 MMBT on human labels against LLM labels")
-    classify = mmbt(world, runs, out / "models", out, cfg)
+    classify = mmbt(world, runs, done["mmbt"], out, cfg)
     comparison = compare_runs(out, runs, cfg.seed)
     lap("mmbt")
     _step("the annotators against a simulated crowd (annotate verdict)")
