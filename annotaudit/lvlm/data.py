@@ -159,12 +159,14 @@ def _best_resolution(height: int, width: int, pinpoints: list[list[int]]) -> tup
 
 
 def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None, max_length: int, pixels: bool = True,
-                  text: tuple[Sequence[int], Sequence[int]] | None = None, image_cache: dict | None = None) -> Encoded:
+                  text: tuple[Sequence[int], Sequence[int]] | None = None, image_cache: dict | None = None,
+                  sizes: dict | None = None) -> Encoded:
     """Mask, expand the image placeholder to its anyres token count, and truncate text only.
 
     `pixels=False` still opens the image (its size sets the token count) but skips the image
     processor: the pre-training check needs every error, not the tensors. `text` is the sample's
-    `mask_conversation` result when it is already known; `image_cache` keeps each image's tensors."""
+    `mask_conversation` result when it is already known; `image_cache` keeps each image's tensors, and
+    `sizes` each image's size, so a picture that several samples share is opened once."""
     sid = rec["id"]
     ids, labels = (list(text[0]), list(text[1])) if text is not None else mask_conversation(processor.tokenizer, to_messages(rec), sid)
     pixel, size = None, None
@@ -175,12 +177,16 @@ def encode_sample(processor, rec: dict[str, Any], images_dir: str | Path | None,
             raise InputError(exc.message, item=sid) from None
         if pixels and image_cache is not None and path in image_cache:
             pixel, size = image_cache[path]
+        elif not pixels and sizes is not None and path in sizes:
+            size = sizes[path]
         else:
             try:
                 image = load_image(path)
             except InputError as exc:
                 raise InputError(exc.message, path=path, item=sid) from None
             size = (image.height, image.width)
+            if sizes is not None:
+                sizes[path] = size
             if pixels:
                 pixel = processor.image_processor(images=[image], return_tensors="pt")["pixel_values"][0]
                 if image_cache is not None:
@@ -222,10 +228,10 @@ class ConversationDataset(torch.utils.data.Dataset):
         return encode_sample(self.processor, self.records[i], self.images_dir, self.max_length, text=text, image_cache=self.image_cache)
 
     def check(self, advance: Callable[[], Any] = lambda: None) -> None:
-        text, lengths = [], []
+        text, lengths, sizes = [], [], {}
         for rec in self.records:
             ids, labels = mask_conversation(self.processor.tokenizer, to_messages(rec), rec["id"])
-            enc = encode_sample(self.processor, rec, self.images_dir, self.max_length, pixels=False, text=(ids, labels))
+            enc = encode_sample(self.processor, rec, self.images_dir, self.max_length, pixels=False, text=(ids, labels), sizes=sizes)
             text.append((array("i", ids), array("i", labels)))
             lengths.append(len(enc.input_ids))
             advance()
