@@ -535,7 +535,7 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
 
     stage1 = train(untrained, world.pretrain["both"], world.images, out / "models" / "lvlm_stage1", "pretrain", lr=cfg.lr_pretrain,
                    epochs=cfg.pretrain_epochs, batch_size=cfg.batch_size, seed=cfg.seed, force=True, cache_images=True)
-    done = side.wait()  # both threads from here on, whenever the second process ended: a fixed point keeps the figures fixed
+    world_only = side.wait()  # both threads from here on, whenever the second process ended: a fixed point keeps the figures fixed
     trained = train(stage1, world.instruct["both"], world.images, out / "models" / "lvlm_stage2", "finetune", lr=cfg.lr_finetune,
                     epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, seed=cfg.seed, force=True, group_by_length=True,
                     cache_images=True)
@@ -546,11 +546,11 @@ def run_demo(out: Path, quick: bool = False, config: DemoConfig | None = None, s
     _step("6/7 annotating the image+text task (trained LVLM, SmolLM2-135M)")
     annotators = {"lvlm": "hf:" + str(trained), **({"smollm2": SMOLLM2} if cfg.annotate_smollm2 else {})}
     annotations = {"lvlm": annotate_task(world, annotators["lvlm"], out / "annotate_lvlm", "score", cfg),
-                   **({"smollm2": done["smollm2"]} if cfg.annotate_smollm2 else {})}
+                   **({"smollm2": world_only["smollm2"]} if cfg.annotate_smollm2 else {})}
     runs = [out / f"annotate_{who}" for who in annotators]
     lap("annotate")
     _step("7/7 MMBT on human labels against LLM labels")
-    classify = mmbt(world, runs, done["mmbt"], out, cfg)
+    classify = mmbt(world, runs, world_only["mmbt"], out, cfg)
     comparison = compare_runs(out, runs, cfg.seed)
     lap("mmbt")
     _step("the annotators against a simulated crowd (annotate verdict)")
