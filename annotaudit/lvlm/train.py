@@ -105,9 +105,13 @@ def set_trainable(model: LlavaNextForConditionalGeneration, stage: str, tune_vis
 
 def add_lora(model: Any, rank: int, tune_vision: bool = False) -> Any:
     """LoRA on the LLM's linear layers; projector, image_newline (and a tuned tower) stay fully trainable."""
+    import warnings
+
     from peft import LoraConfig, get_peft_model
 
-    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS))
+    with warnings.catch_warnings():  # peft still reads the attribute transformers renamed; nothing the user can act on
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=LORA_TARGETS))
     base = peft_model.get_base_model()
     base.model.multi_modal_projector.requires_grad_(True)
     base.model.image_newline.requires_grad_(True)
