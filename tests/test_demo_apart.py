@@ -45,6 +45,8 @@ def test_apart_raises_the_runs_error_and_gives_the_threads_back(world, tmp_path)
     with pytest.raises(InputError, match="no_such_model"):
         apart.wait()
     assert torch.get_num_threads() == threads
+    with pytest.raises(InputError, match="no_such_model"):  # asked again, the same error
+        apart.wait()
 
 
 def test_apart_on_one_thread_runs_the_job_at_once(world, tmp_path):

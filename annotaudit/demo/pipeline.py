@@ -9,6 +9,7 @@ Every step calls the library, not the command line, and every step's run directo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -256,13 +257,11 @@ def annotate_task(world: shapes.World, model: str, out: Path, mode: str, cfg: De
     return run(rc, out)
 
 
-def _run_in_child(fn: Any, args: tuple, threads: int, log: Path, conn: Any) -> None:
-    """The body of `Apart`'s process: `fn(*args)` on `threads` torch threads, its output into `log`, its result sent back
+def _run_in_child(fn: Any, args: tuple, log: Path, conn: Any) -> None:
+    """The body of `Apart`'s process: `fn(*args)` on one torch thread, its output into `log`, its result sent back
     as ("ok", result) or ("error", exception)."""
-    import contextlib
-
     os.environ["ANNOTAUDIT_NO_PROGRESS"] = "1"
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
     try:
         with open(log, "w", encoding="utf-8") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
             conn.send(("ok", fn(*args)))  # its own file: two processes writing one terminal interleave their lines
@@ -291,31 +290,30 @@ class Apart:
 
         self.threads = torch.get_num_threads()
         self.process = None
+        self.outcome: tuple[str, Any] | None = None  # ("ok", result) or ("error", exception), once the job has ended
         if self.threads < 2:
-            self.result = fn(*args)
+            self.outcome = ("ok", fn(*args))
             return
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe(duplex=False)
-        self.process = ctx.Process(target=_run_in_child, args=(fn, args, 1, log, child), daemon=True)
+        self.process = ctx.Process(target=_run_in_child, args=(fn, args, log, child), daemon=True)
         self.process.start()
         child.close()
         torch.set_num_threads(self.threads - 1)
 
     def wait(self) -> Any:
         """The job's result; its error, raised here. This process has all its threads again afterwards."""
-        if self.process is None:
-            return self.result
-        try:
-            status, value = self.conn.recv()
-        except EOFError:
-            status, value = "error", RuntimeError(f"the demo's second process ended without a result (exit code {self.process.exitcode})")
-        finally:
-            self.process.join()
-            self.process = None
-            torch.set_num_threads(self.threads)
+        if self.outcome is None:
+            try:
+                self.outcome = self.conn.recv()
+            except EOFError:
+                self.outcome = ("error", RuntimeError(f"the demo's second process ended without a result (exit code {self.process.exitcode})"))
+            finally:
+                self.process.join()
+                torch.set_num_threads(self.threads)
+        status, value = self.outcome
         if status == "error":
             raise value
-        self.result = value
         return value
 
 
