@@ -14,9 +14,10 @@ TASK = 'name = "sentiment"\nprompt = "Review: {text}\\nIs this review positive o
 NOISE = ("warn", "Warn", "WARN", "torchvision", "Loading weights", "Writing model shards", "it/s]", "Traceback")
 
 
-def run_logged(args: list[str], log: Path) -> str:
+def run_logged(args: list[str], log: Path, **extra_env: str) -> str:
     """`annotaudit ARGS > log 2>&1`, as a user piping to a file would; progress left on."""
     env = {k: v for k, v in os.environ.items() if k not in ("ANNOTAUDIT_NO_PROGRESS", "TRANSFORMERS_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")}
+    env.update(extra_env)
     with log.open("wb") as fh:
         proc = subprocess.run([sys.executable, "-m", "annotaudit.cli.main", *args], stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=600)
     text = log.read_bytes().decode()
@@ -57,6 +58,18 @@ def test_annotate_run_log_is_quiet_and_keeps_problem_lines(tiny, tmp_path):
     assert_quiet(text)
     assert f"skipped: {data}:3: malformed JSON" in text or "data.jsonl:3: malformed JSON" in text, text
     assert any(": 3/3 in " in line and "generate" in line for line in text.splitlines()), text
+
+
+def test_first_gguf_load_draws_no_frames_into_a_log(tmp_path):
+    """SmolLM2's GGUF file is de-quantised on its first load (an empty cache here), where transformers draws a bar of its own."""
+    (tmp_path / "task.toml").write_text(TASK)
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"id": "a", "text": "a good film"}\n{"id": "b", "text": "a bad film"}\n')
+    text = run_logged(["annotate", "run", "--task", str(tmp_path / "task.toml"), "--data", str(data), "--model", "smollm2-135m-instruct",
+                       "--out", str(tmp_path / "out"), "--max-new-tokens", "2", "--greedy"], tmp_path / "annotate.log", ANNOTAUDIT_CACHE=str(tmp_path / "cache"))
+    assert_quiet(text)
+    assert list((tmp_path / "cache" / "gguf").glob("SmolLM2-135M-Instruct*/model.safetensors")), "the load did not de-quantise into the empty cache"
+    assert any(": 2/2 in " in line and "generate" in line for line in text.splitlines()), text
 
 
 def test_library_build_prints_no_torchvision_fallback(tiny, tmp_path):

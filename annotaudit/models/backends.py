@@ -4,8 +4,11 @@ Their names are listed in `backend_registry.BUILTIN_BACKENDS`, which imports thi
 
 from __future__ import annotations
 
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -250,7 +253,8 @@ class GGUFLM(CausalLM):
         folder = gguf_cache.lookup(gguf, key)
         if folder is not None:
             return self._load_cached(folder)
-        model, tok = super()._load()
+        with _quiet_conversion():
+            model, tok = super()._load()
         _drop_gguf_marks(model)
         try:
             gguf_cache.store(gguf, key, model, tok)
@@ -264,6 +268,22 @@ class GGUFLM(CausalLM):
         tok = AutoTokenizer.from_pretrained(folder, **self.entry.tokenizer_kwargs)
         model = AutoModelForCausalLM.from_pretrained(folder, **{**self._load_kwargs(), "use_safetensors": True, "trust_remote_code": False})
         return model, tok
+
+
+@contextmanager
+def _quiet_conversion() -> Iterator[None]:
+    """transformers draws its own tqdm bar while it de-quantises a GGUF file; a log file gets no redrawn frames."""
+    import transformers.modeling_gguf_pytorch_utils as conversion
+
+    if sys.stderr.isatty():
+        yield
+        return
+    bar = conversion.tqdm
+    conversion.tqdm = partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        conversion.tqdm = bar
 
 
 def _drop_gguf_marks(model: Any) -> None:
