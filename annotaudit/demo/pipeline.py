@@ -48,7 +48,7 @@ class DemoConfig:
     tower_steps: int = 6000
     llm_pretrain_steps: int = 600
     pretrain_epochs: int = 1
-    finetune_epochs: int = 4
+    finetune_epochs: int = 5
     batch_size: int = 8
     lr_pretrain: float = 1e-3
     lr_finetune: float = 1e-3
@@ -58,6 +58,7 @@ class DemoConfig:
     bert_hidden: int = 64
     matching_epochs: int = 12
     mmbt_epochs: int = 20
+    lr_mmbt: float = 3e-4  # every arm; the matched BERT is fine-tuned, not trained afresh
     annotate_smollm2: bool = True
     seed: int = 0
 
@@ -397,7 +398,7 @@ def mmbt_config(bert: Path, resnet: Path, cfg: DemoConfig):
     """The training every MMBT arm shares: the matched BERT and the pretrained ResNet (frozen), a fresh projection and head."""
     from annotaudit.classifiers.train import ClassifierTrainConfig
 
-    return ClassifierTrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.mmbt_epochs, batch_size=16, lr=1e-3,
+    return ClassifierTrainConfig(text_encoder=str(bert), image_encoder=str(resnet), epochs=cfg.mmbt_epochs, batch_size=16, lr=cfg.lr_mmbt,
                                  freeze_image_epochs=cfg.mmbt_epochs, seed=cfg.seed, patience=cfg.mmbt_epochs)
 
 
