@@ -340,6 +340,11 @@ class RunDir:
         self.lock.release()
 
 
+def draws_frames() -> bool:
+    """Whether progress may be redrawn in place: stderr is a terminal and ANNOTAUDIT_NO_PROGRESS is not set."""
+    return os.environ.get("ANNOTAUDIT_NO_PROGRESS") != "1" and console.is_terminal
+
+
 @contextmanager
 def progress(description: str, total: int | None) -> Iterator[Any]:
     """A rich progress bar on stderr; yields a function advance(n=1). A log file (stderr not a terminal)
@@ -347,7 +352,7 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
     if os.environ.get("ANNOTAUDIT_NO_PROGRESS") == "1":
         yield lambda n=1, note="": None
         return
-    if not console.is_terminal:
+    if not draws_frames():
         with _stage_line(description, total) as advance:
             yield advance
         return

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,6 @@ def set_trainable(model: LlavaNextForConditionalGeneration, stage: str, tune_vis
 
 def add_lora(model: Any, rank: int, tune_vision: bool = False) -> Any:
     """LoRA on the LLM's linear layers; projector, image_newline (and a tuned tower) stay fully trainable."""
-    import warnings
-
     from peft import LoraConfig, get_peft_model
 
     with warnings.catch_warnings():  # peft still reads the attribute transformers renamed; nothing the user can act on

@@ -4,7 +4,6 @@ Their names are listed in `backend_registry.BUILTIN_BACKENDS`, which imports thi
 
 from __future__ import annotations
 
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,6 +13,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from annotaudit.core.runs import draws_frames
 
 from . import gguf_cache
 from .backend_registry import BACKENDS, backend  # noqa: F401  (plugins import the decorator from here too)
@@ -272,10 +273,10 @@ class GGUFLM(CausalLM):
 
 @contextmanager
 def _quiet_conversion() -> Iterator[None]:
-    """transformers draws its own tqdm bar while it de-quantises a GGUF file; a log file gets no redrawn frames."""
+    """transformers draws its own tqdm bar while it de-quantises a GGUF file; it follows `progress()`'s rule for redrawn frames."""
     import transformers.modeling_gguf_pytorch_utils as conversion
 
-    if sys.stderr.isatty():
+    if draws_frames():
         yield
         return
     bar = conversion.tqdm
